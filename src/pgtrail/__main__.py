@@ -1,0 +1,5 @@
+"""``python -m pgtrail`` runs the command line."""
+
+from pgtrail.cli import main
+
+main()

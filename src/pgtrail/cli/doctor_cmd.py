@@ -1,0 +1,135 @@
+"""``pgtrail doctor``: is everything pgtrail depends on in order, and how to fix what is not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+import redis
+import typer
+
+from pgtrail import db, migrate, partitions
+from pgtrail.cli.app import app, console, settings_of
+from pgtrail.config import Settings
+from pgtrail.errors import PgtrailError
+
+MIN_SERVER_VERSION = 140000
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the doctor's report."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _database_checks(settings: Settings) -> list[Check]:
+    try:
+        conn = db.connect(settings)
+    except PgtrailError as exc:
+        return [
+            Check(
+                "postgresql", False, str(exc).splitlines()[0], "start PostgreSQL or set PGTRAIL_DSN"
+            )
+        ]
+    checks: list[Check] = []
+    with conn:
+        version_num = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+        version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+        checks.append(
+            Check(
+                "postgresql",
+                version_num >= MIN_SERVER_VERSION,
+                f"server {version} at {db.mask_dsn(settings.dsn)}",
+                "" if version_num >= MIN_SERVER_VERSION else "upgrade to PostgreSQL 14 or later",
+            )
+        )
+        states = migrate._states(
+            migrate.load_migrations(), migrate._applied(conn, settings.db_schema)
+        )
+        applied = [s for s in states if s.state == "applied"]
+        pending = [s for s in states if s.state == "pending"]
+        broken = [s for s in states if s.state in ("edited", "unknown")]
+        schema_version = f"{applied[-1].version:04d}" if applied else "none"
+        checks.append(
+            Check(
+                "schema",
+                not pending and not broken,
+                f"schema {settings.db_schema} at version {schema_version}; "
+                f"{len(pending)} pending, {len(broken)} inconsistent",
+                "pgtrail migrate" if pending else ("pgtrail migrate status" if broken else ""),
+            )
+        )
+        if applied:
+            try:
+                ahead = partitions.days_ahead(conn)
+                stray = partitions.default_partition_rows(conn)
+            except psycopg.Error as exc:
+                checks.append(
+                    Check("partitions", False, str(exc).splitlines()[0], "pgtrail migrate")
+                )
+            else:
+                checks.append(
+                    Check(
+                        "partitions",
+                        ahead >= 7,
+                        f"daily partitions cover {max(ahead, 0)} day(s) ahead",
+                        "" if ahead >= 7 else "pgtrail partitions",
+                    )
+                )
+                checks.append(
+                    Check(
+                        "default partitions",
+                        stray == 0,
+                        f"{stray} row(s) outside every daily partition",
+                        "" if stray == 0 else "pgtrail partitions (moves them into day partitions)",
+                    )
+                )
+    return checks
+
+
+def _redis_check(settings: Settings) -> Check:
+    if settings.redis_url is None:
+        return Check("redis", True, "off: single-process mode (PGTRAIL_REDIS_URL=off)")
+    try:
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=2, socket_timeout=2
+        )
+        info = client.info("server")
+        client.close()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        return Check(
+            "redis",
+            False,
+            f"cannot reach {_mask_redis(settings.redis_url)}: {exc}",
+            "start redis-server, or set PGTRAIL_REDIS_URL=off for single-process mode",
+        )
+    return Check(
+        "redis",
+        True,
+        f"redis {info.get('redis_version', '?')} at {_mask_redis(settings.redis_url)}",
+    )
+
+
+def _mask_redis(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+@app.command("doctor")
+def doctor_command(ctx: typer.Context) -> None:
+    """Check PostgreSQL, the schema, partitions and Redis; print the fix for each problem."""
+    settings = settings_of(ctx)
+    checks = [*_database_checks(settings), _redis_check(settings)]
+    for check in checks:
+        mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
+        console.print(f"{mark} {check.name:<18} {check.detail}", highlight=False, soft_wrap=True)
+        if not check.ok and check.fix:
+            console.print(f"      fix: [bold]{check.fix}[/]", highlight=False)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
