@@ -18,6 +18,8 @@ ENV_DSN = "PGTRAIL_DSN"
 """libpq connection string or URL of the PostgreSQL that holds the logs."""
 ENV_REDIS_URL = "PGTRAIL_REDIS_URL"
 """Redis URL for cross-process correlation; ``off`` runs in single-process mode."""
+ENV_REDIS_PREFIX = "PGTRAIL_REDIS_PREFIX"
+"""Prefix of every Redis key pgtrail writes (default ``pgtrail:``)."""
 ENV_SCHEMA = "PGTRAIL_SCHEMA"
 """PostgreSQL schema holding the pgtrail tables (default ``public``)."""
 ENV_SPOOL_DIR = "PGTRAIL_SPOOL_DIR"
@@ -81,6 +83,8 @@ class Settings(BaseModel):
         if ENV_REDIS_URL in env:
             url = env[ENV_REDIS_URL].strip()
             values["redis_url"] = None if url.lower() in {"", "off", "none"} else url
+        if ENV_REDIS_PREFIX in env:
+            values["redis_prefix"] = env[ENV_REDIS_PREFIX]
         if ENV_SCHEMA in env:
             values["db_schema"] = env[ENV_SCHEMA]
         if ENV_SPOOL_DIR in env:

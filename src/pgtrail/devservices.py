@@ -7,6 +7,7 @@ so as root the cluster is created and run as an unprivileged account (``nobody``
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import shutil
@@ -57,6 +58,22 @@ def _run_as() -> str | None:
     return _UNPRIVILEGED if os.geteuid() == 0 else None
 
 
+def _others_can_enter(path: Path) -> bool:
+    """True when every existing ancestor of ``path`` is searchable by other users."""
+    for folder in [path, *path.parents]:
+        if folder.exists() and not folder.stat().st_mode & 0o001:
+            return False
+    return True
+
+
+def _reachable_home(base_dir: Path) -> Path:
+    """A folder the unprivileged server account can reach, stable for a given base_dir."""
+    if _others_can_enter(base_dir.parent):
+        return base_dir
+    digest = hashlib.sha1(str(base_dir.resolve()).encode(), usedforsecurity=False).hexdigest()
+    return Path(tempfile.gettempdir()) / f"pgtrail-pg-{digest[:12]}"
+
+
 @dataclass
 class LocalPostgres:
     """A PostgreSQL cluster in a temporary folder, trust auth, loopback only."""
@@ -77,9 +94,11 @@ class LocalPostgres:
         if self.base_dir is None:
             self.base_dir = Path(tempfile.mkdtemp(prefix="pgtrail-pg-"))
             self._owned_base = True
+        run_as = _run_as()
+        if run_as:
+            self.base_dir = _reachable_home(self.base_dir)
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self._data = self.base_dir / "data"
-        run_as = _run_as()
         if run_as:
             account = pwd.getpwnam(run_as)
             os.chmod(self.base_dir, 0o755)  # noqa: S103  (the server account must enter it)
@@ -107,7 +126,7 @@ class LocalPostgres:
             "60",
             "-o",
             f"-p {self.port} -k {self.base_dir} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            "-c fsync=off -c full_page_writes=off -c max_connections=200",
             "start",
         )
         return self

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from pgtrail.cli import doctor_cmd, migrate_cmd, partitions_cmd  # noqa: F401  (registers the commands)
+from pgtrail.cli import (  # noqa: F401  (each module registers its commands on import)
+    doctor_cmd,
+    migrate_cmd,
+    partitions_cmd,
+    writer_cmds,
+)
 from pgtrail.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -1,0 +1,209 @@
+"""Sustained ingest of mixed events into PostgreSQL: the writer beside raw COPY.
+
+The writer's figure runs from the first ``log_*`` call to the moment ``flush()`` returns with
+every row committed: validation, sanitising, cost inference, COPY. The baseline is raw
+binary COPY of the very same rows, already built, in batches of the same size, on one
+connection: what PostgreSQL itself can take on this machine right now. Runs alternate.
+
+    .venv/bin/python scripts/bench/ingest.py [--events 200000] [--runs 3] [--dsn DSN]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import psycopg
+from benchlib import machine, median, report, scratch_database
+
+import pgtrail
+from pgtrail import AgentDecision, ContextCompression, Trail
+from pgtrail.config import Settings
+from pgtrail.records import Item, RecordPreparer
+from pgtrail.sink import PgSink
+from pgtrail.spool import Batch
+
+TABLES = ["logs_llm_execution", "logs_agent_execution", "logs_user_journey", "logs_execution"]
+EVENTS_PER_EXECUTION = 20
+DECISION = {
+    "flow": {"challenge_status": "in_progress", "significant_moment_detected": True},
+    "safety": {"meta_questions_behavior": "normal"},
+    "coaching_quality": {
+        "intensity_level": "balanced",
+        "message_length": 2325,
+        "response_structure": {
+            "sections": ["ANÁLISIS", "ESTRATEGIA", "CALIBRACIÓN"],
+            "section_count": 7,
+        },
+    },
+}
+COMPRESSION = {
+    "user_input": {
+        "compression_score": 0.1,
+        "compression_priority": "preserve_full",
+        "significant_moment_detected": True,
+    },
+    "agent_output": {"compression_score": 0.15, "context_utilization": "high"},
+}
+JOURNEY = {
+    "role": "system",
+    "text_length": 934,
+    "credits_used": 0,
+    "is_bot_scope": True,
+    "is_coaching_scope": False,
+    "is_selling_scope": False,
+    "channel": "telegram",
+    "note": "x" * 200,
+}
+
+
+def log_workload(trail: Trail, events: int, seed: int) -> None:
+    """The mixed workload: per execution 8 LLM calls, 6 agent events, 6 journey events."""
+    rng = random.Random(seed)
+    executions = events // (EVENTS_PER_EXECUTION + 1)
+    for e in range(executions):
+        with trail.execution(
+            "001 Main",
+            user_id=str(rng.randrange(5000)),
+            session_id=f"s{e // 5}",
+            context={"feature": "coaching", "tier": "premium"},
+        ):
+            with trail.process("202 Agent - Coaching"):
+                for i in range(8):
+                    pgtrail.log_llm_execution(
+                        agent_type="coaching",
+                        model="claude-sonnet-4-20250514",
+                        provider="anthropic",
+                        input_tokens=rng.randrange(2000, 20000),
+                        output_tokens=rng.randrange(100, 2000),
+                        processing_time_ms=rng.randrange(800, 30000),
+                        prompt_version="v6",
+                        data={"turn": i, "scope": "coaching"},
+                    )
+                for _ in range(3):
+                    pgtrail.log_agent_execution(
+                        AgentDecision(decisions=DECISION),
+                        agent_type="coaching",
+                        duration_ms=rng.randrange(10, 30000),
+                    )
+                    pgtrail.log_agent_execution(
+                        ContextCompression(context_management=COMPRESSION),
+                        agent_type="compression",
+                        duration_ms=3,
+                    )
+            for _ in range(6):
+                pgtrail.log_user_journey("user_message_sent_requested", JOURNEY)
+
+
+def truncate(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE " + ", ".join(TABLES) + ", pgtrail_prompt")
+
+
+def rows_in(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone() for t in TABLES]
+        return sum(int(c[0]) for c in counts if c is not None)
+
+
+def writer_run(dsn: str, events: int, batch_size: int) -> tuple[float, int]:
+    truncate(dsn)
+    trail = Trail(
+        dsn=dsn,
+        redis_url=None,
+        batch_size=batch_size,
+        spool_dir=Path(tempfile.gettempdir()) / "pgtrail-bench",
+    )
+    start = time.perf_counter()
+    log_workload(trail, events, seed=1)
+    assert trail.flush(600)
+    elapsed = time.perf_counter() - start
+    trail.close()
+    return elapsed, rows_in(dsn)
+
+
+def prepared_batches(dsn: str, events: int, batch_size: int) -> list[Batch]:
+    """The exact rows of the workload, prepared once, for the raw COPY baseline."""
+    settings = Settings(dsn=dsn, redis_url=None, batch_size=batch_size)
+    trail = Trail(settings, sync=True, batch_size=10**9, queue_size=10**9)
+    log_workload(trail, events, seed=1)
+    items: list[Item] = list(trail._flusher.queue)
+    trail._flusher.queue.clear()
+    trail.close()
+    sink = PgSink(settings)
+    with psycopg.connect(dsn) as conn:
+        sink.prices.load(conn)
+    preparer = RecordPreparer(settings, sink.prices)
+    batches = []
+    for start in range(0, len(items), batch_size):
+        batch, rejected = preparer.prepare(items[start : start + batch_size])
+        assert not rejected
+        batches.append(batch)
+    return batches
+
+
+def copy_run(dsn: str, batches: list[Batch]) -> tuple[float, int]:
+    truncate(dsn)
+    sink = PgSink(Settings(dsn=dsn, redis_url=None))
+    for batch in batches:
+        sink.ensure_partitions(batch)
+    start = time.perf_counter()
+    for batch in batches:
+        sink.write(batch)
+    elapsed = time.perf_counter() - start
+    sink.close()
+    return elapsed, rows_in(dsn)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--dsn", help="admin DSN of the server to create a scratch database on")
+    args = parser.parse_args()
+    writer_rates: list[float] = []
+    copy_rates: list[float] = []
+    with scratch_database(args.dsn) as dsn:
+        batches = prepared_batches(dsn, args.events, args.batch_size)
+        rows = sum(len(r) for b in batches for t, r in b.items() if t != "pgtrail_prompt")
+        for _ in range(args.runs):
+            elapsed, stored = copy_run(dsn, batches)
+            assert stored == rows, (stored, rows)
+            copy_rates.append(rows / elapsed)
+            elapsed, stored = writer_run(dsn, args.events, args.batch_size)
+            assert stored == rows, (stored, rows)
+            writer_rates.append(rows / elapsed)
+    summary: dict[str, Any] = {
+        "benchmark": "ingest",
+        "rows_per_run": rows,
+        "runs": args.runs,
+        "batch_size": args.batch_size,
+        "writer_rows_per_s": round(median(writer_rates)),
+        "raw_copy_rows_per_s": round(median(copy_rates)),
+        "ratio_writer_over_copy": round(median(writer_rates) / median(copy_rates), 3),
+        "all_writer": [round(r) for r in writer_rates],
+        "all_copy": [round(r) for r in copy_rates],
+        "machine": machine(),
+    }
+    report(
+        f"sustained ingest, {rows:,} mixed rows per run (median of {args.runs} runs)",
+        ["what", "rows/s"],
+        [
+            ["pgtrail writer (log_* to committed)", float(summary["writer_rows_per_s"])],
+            ["raw binary COPY of the same rows", float(summary["raw_copy_rows_per_s"])],
+            ["ratio", summary["ratio_writer_over_copy"]],
+        ],
+        summary,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""``pgtrail sweep`` and ``pgtrail spool replay``: the writer's maintenance commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pgtrail.cli.app import app, console, fail, settings_of
+from pgtrail.durations import parse_duration
+from pgtrail.spool import Spool
+from pgtrail.trail import Trail
+
+spool_app = typer.Typer(help="The on-disk spool of batches that could not reach PostgreSQL.")
+app.add_typer(spool_app, name="spool")
+
+
+@app.command("sweep")
+def sweep_command(
+    ctx: typer.Context,
+    idle: Annotated[str, typer.Option(help="Finalise executions idle this long (e.g. 30m)")] = "1h",
+) -> None:
+    """Finalise executions left open in Redis (their process died) as abandoned."""
+    settings = settings_of(ctx)
+    if settings.redis_url is None:
+        fail("sweep needs Redis: open executions are held there (set PGTRAIL_REDIS_URL)")
+    try:
+        idle_s = parse_duration(idle).total_seconds()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--idle") from exc
+    with Trail(settings, sync=True) as trail:
+        swept = trail.sweep(idle_s)
+    console.print(f"{len(swept)} execution(s) finalised as abandoned")
+    for execution_id in swept:
+        console.print(f"  {execution_id}", highlight=False)
+
+
+@spool_app.command("replay")
+def replay_command(
+    ctx: typer.Context,
+    spool_dir: Annotated[
+        Path | None, typer.Option(help="Spool folder (default: $PGTRAIL_SPOOL_DIR)")
+    ] = None,
+) -> None:
+    """Write spooled batches to PostgreSQL; events already stored are skipped, not doubled."""
+    settings = settings_of(ctx)
+    if spool_dir is not None:
+        settings = settings.model_copy(update={"spool_dir": spool_dir})
+    spool = Spool(settings.spool_dir)
+    files = spool.files()
+    if not files:
+        console.print(f"spool {settings.spool_dir} is empty")
+        return
+    with Trail(settings, sync=True) as trail:
+        replayed = trail.replay_spool()
+        left = len(spool.files())
+        rejected = trail.stats.rejected
+    console.print(f"{replayed} row(s) replayed from {len(files) - left} batch file(s)")
+    if rejected:
+        console.print(f"[yellow]{rejected} row(s) refused by PostgreSQL (see the log)[/]")
+    if left:
+        fail(f"{left} batch file(s) could not be replayed: {trail.stats.last_error}")
+
+
+@spool_app.command("status")
+def status_command(
+    ctx: typer.Context,
+    spool_dir: Annotated[Path | None, typer.Option(help="Spool folder")] = None,
+) -> None:
+    """How many batches and rows wait in the spool."""
+    folder = spool_dir or settings_of(ctx).spool_dir
+    spool = Spool(folder)
+    console.print(f"{len(spool.files())} batch file(s), {spool.pending_rows()} row(s) in {folder}")

@@ -1,0 +1,277 @@
+"""The background flusher: drains the in-memory queue to PostgreSQL, or to the spool.
+
+Callers only append to a deque. One daemon thread per process wakes on size or interval,
+prepares a batch (``records``), and writes it (``sink``). When PostgreSQL is unreachable
+the prepared batch is written to the spool and replayed, oldest first, once it is back. When
+the queue is full the caller moves the oldest records to the spool itself, so memory stays
+bounded and nothing is dropped. After ``fork`` the child starts empty: what the parent had
+enqueued is the parent's to write.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+
+from pgtrail.config import Settings
+from pgtrail.records import Item, RecordPreparer, Rejected
+from pgtrail.sink import PgSink, SinkUnavailableError
+from pgtrail.spool import Batch, Spool
+
+log = logging.getLogger("pgtrail")
+_REJECTED_KEPT = 1000
+_RETRY_MIN_S = 0.5
+_RETRY_MAX_S = 30.0
+
+
+@dataclass
+class FlushStats:
+    """Counters of what the writer did since it started."""
+
+    enqueued: int = 0
+    written: int = 0
+    spooled: int = 0
+    replayed: int = 0
+    rejected: int = 0
+    batches: int = 0
+    last_error: str | None = None
+    recent_rejections: collections.deque[Rejected] = field(
+        default_factory=lambda: collections.deque(maxlen=_REJECTED_KEPT)
+    )
+
+
+class Flusher:
+    """Owns the queue, the flushing thread, the sink and the spool of one Trail."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: PgSink,
+        *,
+        background: bool,
+        on_flush: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.spool = Spool(settings.spool_dir)
+        self.preparer = RecordPreparer(settings, sink.prices)
+        self.stats = FlushStats()
+        self.background = background
+        self._on_flush = on_flush
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self.queue: collections.deque[Item] = collections.deque()
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._busy = False
+        self._lock = threading.Lock()  # one batch at a time, whoever flushes
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._db_down_until = 0.0
+        self._retry_s = _RETRY_MIN_S
+
+    # -- the caller's side ------------------------------------------------------------
+
+    def submit(self, item: Item) -> None:
+        """Enqueues one record; never waits on the network."""
+        queue = self.queue
+        queue.append(item)
+        self.stats.enqueued += 1
+        size = len(queue)
+        if size >= self.settings.batch_size:
+            if size >= self.settings.queue_size:
+                self._spill()
+            if self.background:
+                self._wake.set()
+            else:
+                self.flush()
+        if self.background and self._thread is None:
+            self._start()
+
+    def _spill(self) -> None:
+        """Queue full: move the oldest batch to the spool, on the caller's thread."""
+        items = self._take(self.settings.batch_size)
+        if not items:
+            return
+        batch, rejected = self.preparer.prepare(items)
+        self._record_rejections(rejected)
+        self._to_spool(batch, sum(len(rows) for rows in batch.values()))
+        log.warning("pgtrail: queue full; a batch of %d records went to the spool", len(items))
+
+    # -- the flushing side ------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._idle:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="pgtrail-flusher", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self.settings.flush_interval_s)
+            self._wake.clear()
+            try:
+                self._drain()
+            except Exception:  # the thread must outlive any surprise
+                log.exception("pgtrail: flusher error")
+
+    def _take(self, limit: int) -> list[Item]:
+        queue = self.queue
+        items: list[Item] = []
+        try:
+            while len(items) < limit:
+                items.append(queue.popleft())
+        except IndexError:
+            pass
+        return items
+
+    def _drain(self) -> None:
+        """Writes everything queued, batch by batch, then replays the spool if it can."""
+        with self._lock:
+            self._busy = True
+            try:
+                while self.queue:
+                    self._write_batch(self._take(self.settings.batch_size))
+                if self._on_flush:
+                    self._on_flush()
+                if time.monotonic() >= self._db_down_until and self.spool.files():
+                    self.replay_spool()
+            finally:
+                self._busy = False
+                with self._idle:
+                    self._idle.notify_all()
+
+    def _write_batch(self, items: list[Item]) -> None:
+        if not items:
+            return
+        db_up = time.monotonic() >= self._db_down_until
+        if db_up:
+            try:
+                self.sink.refresh_prices()  # before preparing: cost inference needs them
+            except SinkUnavailableError as exc:
+                self._mark_down(exc)
+                db_up = False
+        batch, rejected = self.preparer.prepare(items)
+        self._record_rejections(rejected)
+        if not batch:
+            return
+        rows = sum(len(r) for r in batch.values())
+        if not db_up:
+            self._to_spool(batch, rows)
+            return
+        try:
+            self.sink.ensure_partitions(batch)
+            self.sink.write(batch)
+        except SinkUnavailableError as exc:
+            self._mark_down(exc)
+            self._to_spool(batch, rows)
+            return
+        except psycopg.Error:
+            # A bad row (or an event already stored): write the rest through the path that
+            # skips duplicates and isolates the rows PostgreSQL refuses.
+            try:
+                refused = self.sink.write_isolating(batch)
+            except SinkUnavailableError as exc:
+                self._mark_down(exc)
+                self._to_spool(batch, rows)
+                return
+            self._record_rejections(
+                [Rejected(r.table, r.row[0] if r.row else None, r.reason) for r in refused]
+            )
+            rows -= len(refused)
+        self._db_up()
+        self.stats.written += rows
+        self.stats.batches += 1
+
+    def _to_spool(self, batch: Batch, rows: int) -> None:
+        self.preparer.forget_prompts()  # their rows may not have been stored: send again
+        self.spool.write(batch)
+        self.stats.spooled += rows
+
+    def _mark_down(self, exc: Exception) -> None:
+        self.stats.last_error = str(exc)
+        if self._db_down_until == 0.0:
+            log.warning(
+                "pgtrail: PostgreSQL unavailable, spooling to %s: %s", self.spool.directory, exc
+            )
+        self._db_down_until = time.monotonic() + self._retry_s
+        self._retry_s = min(self._retry_s * 2, _RETRY_MAX_S)
+
+    def _db_up(self) -> None:
+        if self._db_down_until:
+            log.warning("pgtrail: PostgreSQL reachable again")
+        self._db_down_until = 0.0
+        self._retry_s = _RETRY_MIN_S
+
+    def replay_spool(self) -> int:
+        """Writes spooled batches through the idempotent path; returns rows replayed."""
+        replayed = 0
+        for path in self.spool.files():
+            with self.spool.claim(path) as batch:
+                if batch is None:
+                    continue
+                try:
+                    self.sink.refresh_prices()
+                    self.preparer.fill_missing_costs(batch)
+                    self.sink.ensure_partitions(batch)
+                    refused = self.sink.write_isolating(batch)
+                except SinkUnavailableError as exc:
+                    self._mark_down(exc)
+                    break
+                self._record_rejections([Rejected(r.table, None, r.reason) for r in refused])
+                self.spool.done(path)
+                count = sum(len(rows) for rows in batch.values()) - len(refused)
+                replayed += count
+        self.stats.replayed += replayed
+        if replayed:
+            self._db_up()
+        return replayed
+
+    def _record_rejections(self, rejected: list[Rejected]) -> None:
+        for r in rejected:
+            self.stats.rejected += 1
+            self.stats.recent_rejections.append(r)
+            log.error("pgtrail: rejected a %s record (event %s): %s", r.table, r.event_id, r.reason)
+
+    # -- control ----------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Writes everything queued so far; True when the queue emptied in time."""
+        if not self.background or self._thread is None:
+            self._drain()
+            return not self.queue
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._wake.set()
+            with self._idle:
+                self._idle.wait(0.05)
+            if not self.queue and not self._busy:
+                with self._lock:  # the batch in flight, if any, has finished
+                    pass
+                if not self.queue:
+                    return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Flushes, stops the thread, and closes the sink."""
+        self.flush(timeout)
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.sink.close()
+
+    def after_fork_in_child(self) -> None:
+        """Drops the parent's queue, thread and connections; the child starts clean."""
+        self._reset_state()
+        self.sink.reset_after_fork()

@@ -1,0 +1,29 @@
+"""Identifiers: time-ordered UUIDv7 event ids and W3C-compatible span ids."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+
+def uuid7(unix_ms: int | None = None) -> uuid.UUID:
+    """A UUIDv7 (RFC 9562): 48-bit millisecond timestamp, then 74 random bits."""
+    ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80
+    value |= 0x7 << 76  # version
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
+    value |= 0b10 << 62  # variant
+    value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b, 62 bits
+    return uuid.UUID(int=value)
+
+
+def new_span_id() -> str:
+    """16 lower-case hex characters, the W3C trace-context span id format."""
+    return os.urandom(8).hex()
+
+
+def execution_event_id(execution_id: uuid.UUID) -> uuid.UUID:
+    """The one event id an execution's final row can have, so a second writer is a no-op."""
+    return uuid.uuid5(execution_id, "pgtrail.execution")
