@@ -6,11 +6,33 @@ import os
 import time
 import uuid
 
+_POOL_BYTES = 4096
+_entropy = bytearray()
+
+
+def _random_int80() -> int:
+    """80 random bits from a buffer of os.urandom, refilled 4 KiB at a time."""
+    global _entropy
+    if len(_entropy) < 10:
+        _entropy = bytearray(os.urandom(_POOL_BYTES))
+    chunk = _entropy[-10:]
+    del _entropy[-10:]
+    return int.from_bytes(chunk, "big")
+
+
+def _forget_entropy() -> None:
+    # A forked child must not reuse the parent's buffered bytes: the ids would collide.
+    _entropy.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_entropy)
+
 
 def uuid7(unix_ms: int | None = None) -> uuid.UUID:
     """A UUIDv7 (RFC 9562): 48-bit millisecond timestamp, then 74 random bits."""
     ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = _random_int80()
     value = (ms & 0xFFFF_FFFF_FFFF) << 80
     value |= 0x7 << 76  # version
     value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
@@ -21,7 +43,7 @@ def uuid7(unix_ms: int | None = None) -> uuid.UUID:
 
 def new_span_id() -> str:
     """16 lower-case hex characters, the W3C trace-context span id format."""
-    return os.urandom(8).hex()
+    return f"{_random_int80() >> 16:016x}"
 
 
 def execution_event_id(execution_id: uuid.UUID) -> uuid.UUID:

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import math
-import re
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pydantic
 
 from pgtrail.config import Settings
 from pgtrail.errors import ValidationError
-from pgtrail.models import AgentEvent, AgentRecord, JourneyRecord, LlmCall
+from pgtrail.models import LLM_OUTCOMES, AgentEvent, AgentRecord, JourneyRecord, LlmCall
 from pgtrail.pricing import PriceBook
 from pgtrail.redact import Redactor, hash_user_id
 from pgtrail.sanitize import Sanitizer, dumps
@@ -42,10 +41,14 @@ _INT_FIELDS = (
 _COST_FIELDS = ("input_cost", "output_cost", "total_cost")
 _LLM_TEXT_FIELDS = ("agent_type", "provider", "model", "prompt_hash", "prompt_version", "error")
 _KNOWN_PROMPTS_MAX = 10_000
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_plain_dumps = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, check_circular=True, separators=(",", ":")
-).encode
+_LLM_PLAIN_TYPES: dict[str, type] = {
+    **dict.fromkeys(_INT_FIELDS, int),
+    **dict.fromkeys(_COST_FIELDS, float),
+    **dict.fromkeys((*_LLM_TEXT_FIELDS, "event_type"), str),
+    "prompt": str,  # long bodies are cleaned by _text below
+    "payload": dict,
+    "data": dict,
+}
 _LLM_COLUMNS = [name for name, _ in COLUMNS[LLM]]
 _MODEL = _LLM_COLUMNS.index("model_target")
 _INPUT_TOKENS = _LLM_COLUMNS.index("input_tokens")
@@ -89,6 +92,29 @@ def _int4(value: int | None, field: str) -> int | None:
 
 def _decimal(value: float | None) -> Decimal | None:
     return None if value is None else Decimal(repr(value))
+
+
+def _plain_llm_call(args: dict[str, Any], max_chars: int) -> bool:
+    """True when every argument already has its exact, clean type (no validation needed)."""
+    for key, value in args.items():
+        kind = _LLM_PLAIN_TYPES.get(key)
+        if kind is int:
+            if not (type(value) is int and 0 <= value <= INT4_MAX):
+                return False
+        elif kind is float:
+            if not (type(value) in (int, float) and value >= 0 and math.isfinite(value)):
+                return False
+        elif kind is str:
+            if not (
+                type(value) is str
+                and len(value) <= max_chars
+                and value.isascii()
+                and "\x00" not in value
+            ):
+                return False
+        elif kind is None or type(value) is not kind:
+            return False
+    return args.get("event_type", "llm_valid_execution") in LLM_OUTCOMES
 
 
 def _pydantic_reason(exc: pydantic.ValidationError) -> str:
@@ -198,16 +224,16 @@ class RecordPreparer:
     def _fast_dumps(self, value: Any) -> str | None:
         """Serialises clean data in one C call; None when it needs the sanitiser's walk."""
         try:
-            text = _plain_dumps(value)
+            # orjson refuses surrogates, non-str keys, cycles, deep nesting and unknown
+            # types: all left to the sanitiser.
+            raw = orjson.dumps(value)
         except (TypeError, ValueError, RecursionError):
-            return None  # NaN, infinities, cycles, objects without a JSON form, deep nesting
-        if (
-            len(text) > self.settings.max_field_chars  # some string may exceed the field limit
-            or "\\u0000" in text
-            or _SURROGATE.search(text)
-        ):
             return None
-        return text
+        if len(raw) > self.settings.max_field_chars or b"\\u0000" in raw or b"null" in raw:
+            # An oversized field; NUL, which jsonb refuses; or a null that may have been a
+            # NaN (orjson writes those as null): the sanitiser says what it changed.
+            return None
+        return raw.decode()
 
     def _common(self, stamp: Stamp, notes: list[str]) -> tuple[Any, ...]:
         event_id, execution_id, created_at, tenant_id, user_id, session_id, span_id = stamp
@@ -233,25 +259,23 @@ class RecordPreparer:
     ) -> list[tuple[str, Row]]:
         args = dict(args)
         context = args.pop("_context", None)
-        for field in _COST_FIELDS:
-            args[field] = _finite_or_none(args.get(field), field, notes)
-        for field in _LLM_TEXT_FIELDS:
-            if isinstance(args.get(field), str):
-                args[field] = self._text(args[field], field, notes)
-        call = LlmCall.model_validate(args)
-        ints = [_int4(getattr(call, field), field) for field in _INT_FIELDS]
+        plain = self.redactor is None and _plain_llm_call(args, self.settings.max_field_chars)
+        call = args if plain else self._validated_llm_call(args, notes)
+        get = call.get
+        for field in _INT_FIELDS:
+            _int4(get(field), field)
         input_cost, output_cost, total_cost = (
-            _decimal(call.input_cost),
-            _decimal(call.output_cost),
-            _decimal(call.total_cost),
+            _decimal(get("input_cost")),
+            _decimal(get("output_cost")),
+            _decimal(get("total_cost")),
         )
         if input_cost is None and output_cost is None and total_cost is None:
             cost = self.prices.cost(
-                call.model,
+                get("model"),
                 created_at,
-                call.input_tokens,
-                call.output_tokens,
-                call.cached_input_tokens,
+                get("input_tokens"),
+                get("output_tokens"),
+                get("cached_input_tokens"),
             )
             if cost is not None:
                 input_cost, output_cost, total_cost = (
@@ -262,38 +286,47 @@ class RecordPreparer:
         elif total_cost is None:
             total_cost = (input_cost or Decimal(0)) + (output_cost or Decimal(0))
         rows: list[tuple[str, Row]] = []
-        prompt_hash = call.prompt_hash
-        if call.prompt is not None:
-            body = self._text(call.prompt, "prompt", notes) or ""
+        prompt_hash = get("prompt_hash")
+        if get("prompt") is not None:
+            body = self._text(call["prompt"], "prompt", notes) or ""
             prompt_hash = hashlib.sha256(body.encode("utf-8")).hexdigest()
             if prompt_hash not in self._known_prompts:
                 rows.append((PROMPT_TABLE, (prompt_hash, body, len(body))))
                 self._remember_prompt(prompt_hash)
         extra = {k: v for k, v in (context or {}).items() if v is not None}
-        particular = self._json(call.data, "data", notes, extra)
-        payload = None if call.payload is None else self._json(call.payload, "payload", [])
+        particular = self._json(get("data"), "data", notes, extra)
+        payload = get("payload")
         rows.append(
             (
                 LLM,
                 (
                     *common,
-                    call.event_type,
+                    get("event_type", "llm_valid_execution"),
                     particular,
-                    call.agent_type,
-                    call.provider,
-                    call.model,
+                    get("agent_type"),
+                    get("provider"),
+                    get("model"),
                     prompt_hash,
-                    call.prompt_version,
-                    *ints,
+                    get("prompt_version"),
+                    *[get(field) for field in _INT_FIELDS],
                     input_cost,
                     output_cost,
                     total_cost,
-                    call.error,
-                    payload,
+                    get("error"),
+                    None if payload is None else self._json(payload, "payload", []),
                 ),
             )
         )
         return rows
+
+    def _validated_llm_call(self, args: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+        """The slow path: clean what can be cleaned, then let the model judge the rest."""
+        for field in _COST_FIELDS:
+            args[field] = _finite_or_none(args.get(field), field, notes)
+        for field in _LLM_TEXT_FIELDS:
+            if isinstance(args.get(field), str):
+                args[field] = self._text(args[field], field, notes)
+        return LlmCall.model_validate(args).model_dump(exclude_none=True)
 
     def fill_missing_costs(self, batch: Batch) -> None:
         """Prices spooled LLM rows prepared while the price table could not be read."""

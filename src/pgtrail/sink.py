@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -109,6 +110,7 @@ class PgSink:
         self._borrowed = pool is not None
         self._pool = pool
         self._days: set[dt.date] = set()
+        self._json_ready: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         self.prices = PriceBook()
 
     def _get_pool(self) -> ConnectionPool:
@@ -175,7 +177,9 @@ class PgSink:
     def write(self, batch: Batch) -> None:
         """Fast path: one transaction, binary COPY per table. Raises on any failure."""
         with self._transaction() as conn:
-            set_json_dumps(_identity, conn)
+            if conn not in self._json_ready:
+                set_json_dumps(_identity, conn)  # builds dumper classes: once per connection
+                self._json_ready.add(conn)
             for table, rows in batch.items():
                 if rows:
                     self._copy(conn, table, rows, binary=True)

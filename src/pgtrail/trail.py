@@ -105,9 +105,9 @@ class Trail:
         **overrides: Any,
     ) -> None:
         if settings is None:
-            settings = Settings.from_env(**overrides)
-        elif overrides:
-            settings = settings.model_copy(update=overrides)
+            settings = Settings.from_env()
+        if overrides:  # an explicit None (e.g. redis_url=None) turns a setting off
+            settings = Settings.model_validate({**settings.model_dump(), **overrides})
         self.settings = settings
         self.clock = clock or _utc_now
         self.redis = RedisState(settings.redis_url, settings.redis_prefix)
