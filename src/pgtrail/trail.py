@@ -246,10 +246,13 @@ class Trail:
         with contextlib.suppress(ValueError):
             state.open_spans.remove(span)
         if state.is_root:
-            if self.redis.enabled:
+            if self.redis.enabled:  # published in the background, for `pgtrail sweep`
                 self._pending_spans.append((state.execution_id, span.record()))
-        elif not self.redis.push_spans(state.execution_id, [span.record()]):
-            state.spans.append(span)  # kept for nothing else to read; Redis said why once
+        else:
+            # A joined execution's row is written by its root, which reads these from Redis;
+            # pushed now so they are there when the root finalises. Without Redis they
+            # cannot reach the row (said once in the log).
+            self.redis.push_spans(state.execution_id, [span.record()])
 
     def _finalise(self, state: ExecutionState) -> None:
         records = [s.record() for s in state.spans]

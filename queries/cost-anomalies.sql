@@ -1,0 +1,103 @@
+-- name: cost-anomalies
+-- description: Executions, and users, whose LLM cost is far above their workflow's robust
+--   baseline (seed 000: "specific user patterns triggering expensive execution paths"):
+--   cost > median + k * MAD, computed per workflow over the window, once over executions
+--   and once over users' total cost. The MAD is floored at 5% of the median so a workflow
+--   of near-constant cost does not flag every cent. The workflow is the one the writer
+--   copies into each call's particular_data.
+-- param: since timestamptz = 7d    -- start of the window (inclusive)
+-- param: until timestamptz = now   -- end of the window (exclusive)
+-- param: k numeric = 5             -- how many MADs above the median is anomalous
+-- param: min_count int = 20        -- a workflow needs this many executions (users) for a baseline
+-- param: limit int = 50            -- at most this many rows per level
+
+WITH calls AS (
+    SELECT
+        execution_id,
+        user_id,
+        coalesce(particular_data ->> 'workflow', '(none)')  AS workflow,
+        coalesce(total_cost, 0)                             AS cost
+    FROM logs_llm_execution
+    WHERE created_at >= :'since'::timestamptz
+      AND created_at <  :'until'::timestamptz
+),
+subjects AS (
+    SELECT
+        'execution'           AS level,
+        workflow,
+        execution_id::text    AS subject,
+        min(user_id)          AS user_id,
+        1::bigint             AS executions,
+        sum(cost)             AS cost
+    FROM calls
+    GROUP BY workflow, execution_id
+    UNION ALL
+    SELECT
+        'user',
+        workflow,
+        user_id,
+        user_id,
+        count(DISTINCT execution_id),
+        sum(cost)
+    FROM calls
+    WHERE user_id IS NOT NULL
+    GROUP BY workflow, user_id
+),
+medians AS (
+    SELECT
+        level,
+        workflow,
+        count(*)                                            AS population,
+        percentile_cont(0.5) WITHIN GROUP (ORDER BY cost)   AS median
+    FROM subjects
+    GROUP BY level, workflow
+),
+baselines AS (
+    SELECT
+        m.level,
+        m.workflow,
+        m.population,
+        m.median,
+        percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(s.cost - m.median)) AS mad
+    FROM subjects AS s
+    JOIN medians AS m USING (level, workflow)
+    WHERE m.population >= :'min_count'::int
+    GROUP BY m.level, m.workflow, m.population, m.median
+),
+flagged AS (
+    SELECT
+        s.level,
+        s.workflow,
+        s.subject,
+        s.user_id,
+        s.executions,
+        s.cost,
+        b.population,
+        b.median,
+        b.mad,
+        b.median + :'k'::numeric * greatest(b.mad, 0.05 * b.median) AS threshold
+    FROM subjects AS s
+    JOIN baselines AS b USING (level, workflow)
+),
+ranked AS (
+    SELECT
+        *,
+        row_number() OVER (PARTITION BY level ORDER BY cost / threshold DESC, subject) AS rank
+    FROM flagged
+    WHERE cost > threshold
+)
+SELECT
+    level,
+    workflow,
+    subject,
+    user_id,
+    executions,
+    round(cost, 6)                                      AS cost,
+    population                                          AS workflow_population,
+    round(median::numeric, 6)                           AS workflow_median,
+    round(mad::numeric, 6)                              AS workflow_mad,
+    round(threshold::numeric, 6)                        AS threshold,
+    round((cost / nullif(median, 0))::numeric, 1)       AS times_median
+FROM ranked
+WHERE rank <= :'limit'::int
+ORDER BY level, rank;

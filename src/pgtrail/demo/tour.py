@@ -1,0 +1,299 @@
+"""The tour after loading: each planted problem and the saved report that finds it.
+
+Reports run through :mod:`pgtrail.reports` exactly as ``pgtrail report run`` runs them, over
+the simulated window. Afterwards one execution tree and one user journey show what a single
+request and a single multi-day user look like.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from pgtrail import reports
+from pgtrail.config import Settings
+from pgtrail.demo.load import LoadResult
+from pgtrail.demo.plant import COMPRESSION_BUG_AGENT, EXPENSIVE_USER_NUMBER, Plan
+from pgtrail.reports import ReportResult
+
+Window = tuple[dt.datetime, dt.datetime]
+TABLE_ROWS = 8
+JOURNEY_ROWS = 24
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A planted problem, the report that surfaces it, and how to read the report's rows."""
+
+    problem: str
+    report: str
+    params: dict[str, str]
+    columns: tuple[str, ...]
+    explain: Callable[[list[dict[str, Any]]], str]
+    planted: Callable[[Plan], bool]
+    filters: dict[str, Any] = field(default_factory=dict)
+
+    def run(
+        self, settings: Settings, window: Window, catalog: reports.Catalog
+    ) -> list[dict[str, Any]]:
+        """The report's rows that show the problem (none on a healthy system)."""
+        report = catalog.get(self.report)
+        params = dict(self.params)
+        if report.param("since"):
+            params["since"] = window[0].isoformat()
+        if report.param("until"):
+            params["until"] = window[1].isoformat()
+        result = reports.run_report(settings, report, params)
+        rows = as_dicts(result)
+        return [r for r in rows if all(r.get(k) == v for k, v in self.filters.items())]
+
+
+def as_dicts(result: ReportResult) -> list[dict[str, Any]]:
+    """Rows as dictionaries keyed by column name."""
+    return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+
+
+def _drift_line(rows: list[dict[str, Any]]) -> str:
+    top = max(rows, key=lambda r: abs(r["change_pp"]))
+    direction = "up" if top["change_pp"] > 0 else "down"
+    return (
+        f"coaching intensity '{top['value']}' went {direction} from {top['baseline_share_pct']}% "
+        f"of decisions in the baseline weeks to {top['share_pct']}% in the week of "
+        f"{top['week']} ({top['change_pp']:+} pp); {len(rows)} week/value cells moved > 10 pp."
+    )
+
+
+def _compression_line(rows: list[dict[str, Any]]) -> str:
+    agents = sorted({str(r["agent_type"]) for r in rows})
+    total = sum(int(r["over_compressed"]) for r in rows)
+    first = min(r["day"] for r in rows)
+    return (
+        f"{total} significant moments of {', '.join(agents)} were compressed anyway "
+        f"(score > 0.5, priority aggressive) since {first}; every other agent preserved them."
+    )
+
+
+def _cost_line(rows: list[dict[str, Any]]) -> str:
+    users = sorted({str(r["user_id"]) for r in rows})
+    executions = [r for r in rows if r["level"] == "execution"]
+    worst = max(executions or rows, key=lambda r: r["times_median"] or 0)
+    return (
+        f"{len(executions)} execution(s) of user {', '.join(users)} cost up to "
+        f"{worst['times_median']}x the median of {worst['workflow']}: the offer builder in "
+        "301 Selling process retries a large model again and again "
+        f"(pgtrail trace {worst['subject']})."
+    )
+
+
+def _prompt_line(rows: list[dict[str, Any]]) -> str:
+    top = max(rows, key=lambda r: r["p50_change_pct"])
+    return (
+        f"{top['agent_type']} prompt {top['prompt_version']} on {top['model_target']} answers "
+        f"in {top['p50_ms']} ms at p50 against {top['previous_p50_ms']} ms for "
+        f"{top['previous_version']} ({top['p50_change_pct']:+}%)."
+    )
+
+
+FINDINGS: tuple[Finding, ...] = (
+    Finding(
+        problem="Decision drift: coaching intensity creeping up",
+        report="decision-drift",
+        params={"agent_type": "coaching", "only_flagged": "true"},
+        columns=("week", "value", "week_events", "baseline_share_pct", "share_pct", "change_pp"),
+        explain=_drift_line,
+        planted=lambda plan: plan.drift,
+    ),
+    Finding(
+        problem=f"Compression bug: the {COMPRESSION_BUG_AGENT} agent over-compresses "
+        "significant moments",
+        report="compression-audit",
+        params={},
+        columns=(
+            "day",
+            "agent_type",
+            "significant_moments",
+            "over_compressed",
+            "avg_score",
+            "priorities",
+        ),
+        explain=_compression_line,
+        planted=lambda plan: plan.compression_bug,
+    ),
+    Finding(
+        problem=f"Cost anomaly: user {EXPENSIVE_USER_NUMBER} triggers an expensive path",
+        report="cost-anomalies",
+        params={},
+        columns=("level", "subject", "user_id", "cost", "workflow_median", "times_median"),
+        explain=_cost_line,
+        planted=lambda plan: plan.expensive_user,
+    ),
+    Finding(
+        problem="Latency regression: coaching prompt v7",
+        report="prompt-regressions",
+        params={"only_flagged": "true"},
+        columns=(
+            "agent_type",
+            "prompt_version",
+            "previous_version",
+            "calls",
+            "previous_p50_ms",
+            "p50_ms",
+            "p50_change_pct",
+        ),
+        explain=_prompt_line,
+        planted=lambda plan: plan.prompt_regression,
+    ),
+)
+
+
+def find_problems(settings: Settings, window: Window) -> dict[str, list[dict[str, Any]]]:
+    """Runs the four reports over ``window``; the rows each one flags, by report name."""
+    catalog = reports.load_catalog()
+    return {f.report: f.run(settings, window, catalog) for f in FINDINGS}
+
+
+# -- printing -------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return f"{value:f}"
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M")
+    text = str(value)
+    if len(text) == 36 and text.count("-") == 4:  # a UUID: its start tells it apart
+        return text[:8] + "…"
+    return text
+
+
+def rows_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], limit: int) -> Table:
+    """A rich table of ``columns`` for at most ``limit`` rows."""
+    table = Table(*columns, show_lines=False, header_style="bold")
+    for row in rows[:limit]:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    if len(rows) > limit:
+        table.caption = f"{len(rows) - limit} more row(s): pgtrail report run ..."
+    return table
+
+
+def print_summary(console: Console, result: LoadResult) -> None:
+    """The load's figures: what was written, and how fast."""
+    counts = result.counts
+    console.print(
+        f"[bold green]Loaded[/] {counts.events:,} events ({counts.executions:,} executions, "
+        f"{counts.llm_calls:,} LLM calls, {counts.users:,} users) in {result.elapsed_s:.1f} s: "
+        f"[bold]{result.events_per_s:,.0f} events/s[/].",
+        highlight=False,
+    )
+    if result.rejected or result.spooled:
+        console.print(
+            f"[yellow]{result.rejected} record(s) rejected, {result.spooled} spooled[/]",
+            highlight=False,
+        )
+
+
+def tour(console: Console, settings: Settings, result: LoadResult) -> None:
+    """Prints each planted problem with its report's rows, then one trace and one journey."""
+    began = time.perf_counter()
+    plan = result.options.plan
+    catalog = reports.load_catalog()
+    found = 0
+    for finding in FINDINGS:
+        rows = finding.run(settings, result.window, catalog)
+        console.rule(f"[bold]{finding.problem}")
+        console.print(
+            f"pgtrail report run {finding.report}"
+            + "".join(f" --param {k}={v}" for k, v in finding.params.items())
+            + " --param since=... --param until=...",
+            style="dim",
+            highlight=False,
+        )
+        if rows:
+            found += 1
+            console.print(rows_table(rows, finding.columns, TABLE_ROWS))
+            console.print(finding.explain(rows), highlight=False)
+        else:
+            planted = "planted, yet not found" if finding.planted(plan) else "not planted"
+            console.print(f"nothing reported ({planted}).", highlight=False)
+    _print_trace(console, settings, result, catalog)
+    _print_journey(console, settings, result, catalog)
+    console.rule("[bold]Figures")
+    console.print(
+        f"{result.counts.events:,} events written in {result.elapsed_s:.1f} s "
+        f"({result.events_per_s:,.0f} events/s); {found} of {len(FINDINGS)} reports found a "
+        f"problem; tour {time.perf_counter() - began:.1f} s.",
+        highlight=False,
+    )
+
+
+def _print_trace(
+    console: Console, settings: Settings, result: LoadResult, catalog: reports.Catalog
+) -> None:
+    highlights = result.highlights
+    execution_id = highlights.deep_execution or highlights.expensive_execution
+    if execution_id is None:
+        return
+    console.rule("[bold]One execution, five levels deep")
+    console.print(f"pgtrail trace {execution_id}", style="dim", highlight=False)
+    report = catalog.get("execution-tree")
+    rows = as_dicts(reports.run_report(settings, report, {"execution_id": str(execution_id)}))
+    console.print(
+        rows_table(
+            rows,
+            ("process", "duration_ms", "status", "llm_calls", "subtree_cost", "agent_events"),
+            len(rows),
+        )
+    )
+
+
+def _print_journey(
+    console: Console, settings: Settings, result: LoadResult, catalog: reports.Catalog
+) -> None:
+    user = result.highlights.journey_user
+    if user is None:
+        return
+    console.rule(f"[bold]One user's journey over {result.highlights.journey_days} days")
+    console.print(f"pgtrail journey {user}", style="dim", highlight=False)
+    report = catalog.get("user-journey")
+    rows = as_dicts(
+        reports.run_report(
+            settings,
+            report,
+            {
+                "user_id": user,
+                "since": result.window[0].isoformat(),
+                "until": result.window[1].isoformat(),
+            },
+        )
+    )
+    for row in rows:
+        row["detail"] = _journey_detail(row["event_type"], row["particular_data"] or {})
+    console.print(
+        rows_table(rows, ("created_at", "session_id", "event_type", "detail"), JOURNEY_ROWS)
+    )
+
+
+def _journey_detail(event_type: str, data: dict[str, Any]) -> str:
+    """The one or two facts of a journey event worth a glance."""
+    if event_type == "user_message_received":
+        return f"{data.get('input_type', '?')}, {data.get('text_length', '?')} chars"
+    if event_type == "user_message_sent":
+        return f"{data.get('agent', '?')}: {data.get('text_length', '?')} chars"
+    if event_type == "state_transition":
+        return f"{data.get('kind', '?')}: {data.get('from', '?')} -> {data.get('to', '?')}"
+    if event_type == "thumbs_down":
+        return f"{data.get('agent', '?')}: {data.get('reason', '?')}"
+    if event_type == "draft_edited":
+        return f"{data.get('agent', '?')}: {data.get('edit_distance', '?')} chars edited"
+    if event_type == "session_abandoned":
+        return f"after {data.get('turns', '?')} turn(s)"
+    return ""
