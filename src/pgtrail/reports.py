@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgtrail import db, sqlcheck
+from pgtrail import db, sqlcheck, tenancy
 from pgtrail.config import Settings, extra_query_dirs
 from pgtrail.errors import ReportError
 from pgtrail.resources import queries_dir
@@ -420,14 +420,19 @@ def bind_values(
 
 @contextmanager
 def read_only_transaction(
-    conn: psycopg.Connection[Any], timeout_ms: int
+    conn: psycopg.Connection[Any], timeout_ms: int, *, tenant: str | None = None
 ) -> Iterator[psycopg.Connection[Any]]:
-    """A READ ONLY transaction whose statements are cancelled after ``timeout_ms``."""
+    """A READ ONLY transaction whose statements are cancelled after ``timeout_ms``.
+
+    With ``tenant``, row-level security limits every read in it to that tenant's rows.
+    """
     with conn.transaction():
         conn.execute("SET TRANSACTION READ ONLY")
         conn.execute(
             sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(timeout_ms)))
         )
+        if tenant is not None:
+            tenancy.scope_to_tenant(conn, tenant)
         yield conn
 
 
@@ -450,14 +455,18 @@ def run_report(
     *,
     timeout_ms: int | None = None,
     now: dt.datetime | None = None,
+    tenant: str | None = None,
 ) -> ReportResult:
-    """Runs a report with its parameters bound by the driver, read-only, under a timeout."""
+    """Runs a report with its parameters bound by the driver, read-only, under a timeout.
+
+    With ``tenant``, only that tenant's rows are visible to it (row-level security).
+    """
     values = bind_values(report, params or {}, now=now)
     limit = timeout_ms or settings.statement_timeout_ms
     started = time.perf_counter()
     with db.connect(settings) as conn:
         try:
-            with read_only_transaction(conn, limit):
+            with read_only_transaction(conn, limit, tenant=tenant):
                 cur = conn.execute(report.driver_sql.encode("utf-8"), values)
                 columns = [c.name for c in cur.description or []]
                 rows = [tuple(r) for r in cur.fetchall()]
@@ -472,14 +481,18 @@ def run_sql(
     *,
     max_rows: int = DEFAULT_MAX_ROWS,
     timeout_ms: int | None = None,
+    tenant: str | None = None,
 ) -> ReportResult:
-    """Runs one ad-hoc read-only statement; at most ``max_rows`` rows come back."""
+    """Runs one ad-hoc read-only statement; at most ``max_rows`` rows come back.
+
+    With ``tenant``, only that tenant's rows are visible to it (row-level security).
+    """
     sqlcheck.check_read_only(text, "sql", strict=False)
     limit = timeout_ms or settings.statement_timeout_ms
     started = time.perf_counter()
     with db.connect(settings) as conn:
         try:
-            with read_only_transaction(conn, limit):
+            with read_only_transaction(conn, limit, tenant=tenant):
                 cur = conn.cursor()
                 # Pipeline mode always uses the extended protocol: one statement, never more.
                 with conn.pipeline():
