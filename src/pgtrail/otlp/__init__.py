@@ -1,0 +1,1 @@
+"""OpenTelemetry in: OTLP/HTTP spans mapped onto the four pgtrail log tables."""
