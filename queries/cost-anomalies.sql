@@ -3,23 +3,26 @@
 --   baseline (seed 000: "specific user patterns triggering expensive execution paths"):
 --   cost > median + k * MAD, computed per workflow over the window, once over executions
 --   and once over users' total cost. The MAD is floored at 5% of the median so a workflow
---   of near-constant cost does not flag every cent. The workflow is the one the writer
---   copies into each call's particular_data.
+--   of near-constant cost does not flag every cent; where most subjects cost nothing (median
+--   0) any billed one is flagged. The workflow is the one the writer copies into each
+--   call's particular_data.
 -- param: since timestamptz = 7d    -- start of the window (inclusive)
 -- param: until timestamptz = now   -- end of the window (exclusive)
 -- param: k numeric = 5             -- how many MADs above the median is anomalous
 -- param: min_count int = 20        -- a workflow needs this many executions (users) for a baseline
 -- param: limit int = 50            -- at most this many rows per level
 
-WITH calls AS (
+WITH per_user AS (
+    -- One pass over the window's calls: per workflow, execution and user.
     SELECT
+        coalesce(particular_data ->> 'workflow', '(none)')  AS workflow,
         execution_id,
         user_id,
-        coalesce(particular_data ->> 'workflow', '(none)')  AS workflow,
-        coalesce(total_cost, 0)                             AS cost
+        sum(coalesce(total_cost, 0))                        AS cost
     FROM logs_llm_execution
     WHERE created_at >= :'since'::timestamptz
       AND created_at <  :'until'::timestamptz
+    GROUP BY 1, execution_id, user_id
 ),
 subjects AS (
     SELECT
@@ -29,7 +32,7 @@ subjects AS (
         min(user_id)          AS user_id,
         1::bigint             AS executions,
         sum(cost)             AS cost
-    FROM calls
+    FROM per_user
     GROUP BY workflow, execution_id
     UNION ALL
     SELECT
@@ -37,9 +40,9 @@ subjects AS (
         workflow,
         user_id,
         user_id,
-        count(DISTINCT execution_id),
+        count(*),
         sum(cost)
-    FROM calls
+    FROM per_user
     WHERE user_id IS NOT NULL
     GROUP BY workflow, user_id
 ),
@@ -82,7 +85,10 @@ flagged AS (
 ranked AS (
     SELECT
         *,
-        row_number() OVER (PARTITION BY level ORDER BY cost / threshold DESC, subject) AS rank
+        row_number() OVER (
+            PARTITION BY level
+            ORDER BY cost / nullif(threshold, 0) DESC NULLS FIRST, cost DESC, subject
+        ) AS rank
     FROM flagged
     WHERE cost > threshold
 )

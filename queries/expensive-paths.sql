@@ -8,39 +8,45 @@
 -- param: min_executions int = 1    -- hide paths taken fewer times
 -- param: limit int = 20            -- at most this many paths
 
-WITH executions AS (
-    SELECT
-        e.execution_id,
-        e.workflow,
-        e.duration_ms,
-        (
-            SELECT string_agg(btrim(step.value ->> 'name'), ' > ' ORDER BY step.ordinality)
-            FROM jsonb_array_elements(e.processes_executed) WITH ORDINALITY AS step (value, ordinality)
-        ) AS path
-    FROM logs_execution AS e
-    WHERE e.created_at >= :'since'::timestamptz
-      AND e.created_at <  :'until'::timestamptz
-),
-costs AS (
+WITH costs AS (
     SELECT execution_id, count(*) AS llm_calls, coalesce(sum(total_cost), 0) AS cost
     FROM logs_llm_execution
     WHERE created_at >= :'since'::timestamptz
       AND created_at <  :'until'::timestamptz + interval '1 day'
     GROUP BY execution_id
 ),
+by_names AS (
+    -- Grouped by the raw list of process names first: the few distinct lists are then
+    -- turned into paths once each instead of once per execution.
+    SELECT
+        e.workflow,
+        jsonb_path_query_array(e.processes_executed, '$[*].name')  AS names,
+        count(*)                                                   AS executions,
+        coalesce(sum(c.llm_calls), 0)                              AS llm_calls,
+        coalesce(sum(c.cost), 0)                                   AS total_cost,
+        sum(e.duration_ms)                                         AS duration_sum,
+        count(e.duration_ms)                                       AS durations
+    FROM logs_execution AS e
+    LEFT JOIN costs AS c USING (execution_id)
+    WHERE e.created_at >= :'since'::timestamptz
+      AND e.created_at <  :'until'::timestamptz
+    GROUP BY e.workflow, names
+),
 paths AS (
     SELECT
-        x.workflow,
-        coalesce(x.path, '')                  AS path,
-        count(*)                              AS executions,
-        coalesce(sum(c.llm_calls), 0)         AS llm_calls,
-        coalesce(sum(c.cost), 0)              AS total_cost,
-        avg(coalesce(c.cost, 0))              AS avg_cost,
-        avg(x.duration_ms)                    AS avg_duration_ms
-    FROM executions AS x
-    LEFT JOIN costs AS c USING (execution_id)
-    GROUP BY x.workflow, coalesce(x.path, '')
-    HAVING count(*) >= :'min_executions'::int
+        workflow,
+        coalesce(
+            (SELECT string_agg(btrim(name.value #>> '{}'), ' > ' ORDER BY name.ordinality)
+             FROM jsonb_array_elements(names) WITH ORDINALITY AS name (value, ordinality)),
+            '')                                               AS path,
+        sum(executions)::bigint                               AS executions,
+        sum(llm_calls)                                        AS llm_calls,
+        sum(total_cost)                                       AS total_cost,
+        sum(total_cost) / sum(executions)                     AS avg_cost,
+        sum(duration_sum) / nullif(sum(durations), 0)         AS avg_duration_ms
+    FROM by_names
+    GROUP BY 1, 2
+    HAVING sum(executions) >= :'min_executions'::int
 )
 SELECT
     rank() OVER (ORDER BY total_cost DESC)                        AS rank_total,

@@ -76,7 +76,9 @@ def test_an_edited_applied_file_is_refused_by_name(empty_db_dsn: str, tmp_path: 
     edited.write_text(edited.read_text() + "\n-- a harmless-looking edit\n")
     with pytest.raises(MigrationError, match=r"0002_model_prices\.sql was edited"):
         migrate(settings, directory=folder)
-    assert [s.state for s in status(settings, directory=folder)] == ["applied", "edited"]
+    states = {s.name: s.state for s in status(settings, directory=folder)}
+    assert states.pop("model_prices") == "edited"
+    assert set(states.values()) == {"applied"}
 
 
 @pytest.mark.parametrize(

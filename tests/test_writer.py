@@ -224,6 +224,27 @@ def test_strict_mode_raises_outside_an_execution(settings: Settings) -> None:
         pgtrail.log_user_journey("orphan")
 
 
+def test_strict_mode_still_stores_the_prompt_body_once(settings: Settings) -> None:
+    with Trail(settings, sync=True, strict=True) as trail:
+        seed_execution(trail)
+    assert (
+        one(settings.dsn, "SELECT count(*) FROM pgtrail_prompt WHERE body = %s", SEED_PROMPT) == 1
+    )
+    assert one(settings.dsn, "SELECT count(DISTINCT prompt_hash) FROM logs_llm_execution") == 1
+
+
+def test_a_prompt_body_blanked_by_payload_retention_is_restored_when_reused(
+    settings: Settings,
+) -> None:
+    with Trail(settings, sync=True) as trail:
+        seed_execution(trail)
+    with psycopg.connect(settings.dsn, autocommit=True) as conn:
+        conn.execute("UPDATE pgtrail_prompt SET body = ''")  # what --keep-payloads does
+    with Trail(settings, sync=True) as trail:
+        seed_execution(trail)
+    assert one(settings.dsn, "SELECT body = %s FROM pgtrail_prompt", SEED_PROMPT) is True
+
+
 def test_context_follows_await_tasks_and_threads(settings: Settings) -> None:
     async def step(trail: Trail, n: int) -> None:
         with trail.process(f"task {n}"):

@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pgtrail.errors import ConfigurationError
+from pgtrail.sampling import parse_sample_rates
 
 ENV_DSN = "PGTRAIL_DSN"
 """libpq connection string or URL of the PostgreSQL that holds the logs."""
@@ -32,11 +33,22 @@ ENV_STRICT = "PGTRAIL_STRICT"
 """``1`` makes ``log_*`` helpers raise on bad input instead of sanitising it."""
 ENV_QUERIES_PATH = "PGTRAIL_QUERIES_PATH"
 """Extra folders of saved reports, separated by ``os.pathsep``."""
+ENV_OTLP_USER_ATTRIBUTES = "PGTRAIL_OTLP_USER_ATTRIBUTES"
+"""Span attributes naming the user, comma-separated (default: the conventional names)."""
+ENV_OTLP_TENANT_ATTRIBUTES = "PGTRAIL_OTLP_TENANT_ATTRIBUTES"
+"""Span attributes naming the tenant, comma-separated (default ``tenant.id``)."""
+ENV_OTLP_SESSION_ATTRIBUTES = "PGTRAIL_OTLP_SESSION_ATTRIBUTES"
+"""Span attributes naming the session, comma-separated (default: the conventional names)."""
+ENV_SAMPLE_RATES = "PGTRAIL_SAMPLE_RATES"
+"""Share of executions stored with bodies, per workflow: ``001 Main=0.1,*=1`` (``*``: others)."""
+ENV_SAMPLE_KEEP_COST = "PGTRAIL_SAMPLE_KEEP_COST_USD"
+"""A model call costing more than this (USD) keeps its sampled-out execution whole."""
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TRUE = {"1", "true", "yes", "on"}
 
 PositiveInt = Annotated[int, Field(gt=0)]
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 def default_spool_dir() -> Path:
@@ -63,6 +75,12 @@ class Settings(BaseModel):
     queue_size: PositiveInt = 200_000
     max_field_chars: PositiveInt = 1_000_000
     statement_timeout_ms: PositiveInt = 30_000
+    sample_rates: dict[str, Rate] = Field(default_factory=dict)
+    default_sample_rate: Rate = 1.0
+    sample_keep_cost_usd: float | None = Field(default=None, ge=0)
+    sample_hold_records: PositiveInt = 1000
+    sample_hold_s: float = Field(default=300.0, gt=0)
+    sample_hold_total: PositiveInt = 20_000
 
     @field_validator("db_schema")
     @classmethod
@@ -95,6 +113,13 @@ class Settings(BaseModel):
             values["user_hmac_key"] = env[ENV_HMAC_KEY] or None
         if ENV_STRICT in env:
             values["strict"] = env[ENV_STRICT].strip().lower() in _TRUE
+        if ENV_SAMPLE_RATES in env:
+            rates, default = parse_sample_rates(env[ENV_SAMPLE_RATES])
+            values["sample_rates"] = rates
+            if default is not None:
+                values["default_sample_rate"] = default
+        if env.get(ENV_SAMPLE_KEEP_COST, "").strip():
+            values["sample_keep_cost_usd"] = env[ENV_SAMPLE_KEEP_COST].strip()
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)

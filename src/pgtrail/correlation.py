@@ -217,7 +217,8 @@ class RedisState:
     def enabled(self) -> bool:
         return self.url is not None
 
-    def _redis(self) -> redis.Redis | None:
+    def client(self) -> redis.Redis | None:
+        """The Redis client, or None while Redis is off or recently failed."""
         if self.url is None or time.monotonic() < self._down_until:
             return None
         if self._client is None:
@@ -226,7 +227,8 @@ class RedisState:
             )
         return self._client
 
-    def _failed(self, exc: Exception) -> None:
+    def failed(self, exc: Exception) -> None:
+        """Notes a Redis failure: calls back off for a while and it is said once."""
         self._down_until = time.monotonic() + _REDIS_RETRY_S
         if not self._warned:
             self._warned = True
@@ -236,93 +238,94 @@ class RedisState:
                 exc,
             )
 
-    def _key(self, execution_id: uuid.UUID | str, suffix: str = "") -> str:
+    def key(self, execution_id: uuid.UUID | str, suffix: str = "") -> str:
+        """The Redis key of an execution's state (``suffix`` picks one of its parts)."""
         return f"{self.prefix}ex:{execution_id}{suffix}"
 
     def open(self, state: ExecutionState) -> None:
         """Publishes a new execution so other processes can join it."""
-        client = self._redis()
+        client = self.client()
         if client is None:
             return
         try:
             pipe = client.pipeline(transaction=False)
             pipe.hset(
-                self._key(state.execution_id), mapping=cast("Mapping[Any, Any]", state.meta())
+                self.key(state.execution_id), mapping=cast("Mapping[Any, Any]", state.meta())
             )
-            pipe.expire(self._key(state.execution_id), TTL_S)
+            pipe.expire(self.key(state.execution_id), TTL_S)
             pipe.zadd(f"{self.prefix}open", {str(state.execution_id): time.time()})
             pipe.execute()
         except (redis.RedisError, OSError) as exc:
-            self._failed(exc)
+            self.failed(exc)
 
     def load(self, execution_id: uuid.UUID) -> dict[str, str] | None:
         """The metadata of an open execution, or None (unknown, finished, or Redis down)."""
-        client = self._redis()
+        client = self.client()
         if client is None:
             return None
         try:
-            meta: dict[str, str] = client.hgetall(self._key(execution_id))  # type: ignore[assignment]
+            meta: dict[str, str] = client.hgetall(self.key(execution_id))  # type: ignore[assignment]
         except (redis.RedisError, OSError) as exc:
-            self._failed(exc)
+            self.failed(exc)
             return None
         return meta or None
 
     def push_spans(self, execution_id: uuid.UUID, records: list[dict[str, Any]]) -> bool:
         """Appends finished process records; False when they could not be stored."""
-        client = self._redis()
+        client = self.client()
         if client is None or not records:
             return False
         try:
             pipe = client.pipeline(transaction=False)
-            key = self._key(execution_id, ":procs")
+            key = self.key(execution_id, ":procs")
             pipe.rpush(key, *[json.dumps(r, default=str) for r in records])
             pipe.expire(key, TTL_S)
             pipe.zadd(f"{self.prefix}open", {str(execution_id): time.time()}, xx=True)
             pipe.execute()
         except (redis.RedisError, OSError) as exc:
-            self._failed(exc)
+            self.failed(exc)
             return False
         return True
 
     def spans(self, execution_id: uuid.UUID) -> list[dict[str, Any]]:
         """Process records pushed by every process of this execution."""
-        client = self._redis()
+        client = self.client()
         if client is None:
             return []
         try:
-            raw: list[str] = client.lrange(self._key(execution_id, ":procs"), 0, -1)  # type: ignore[assignment]
+            raw: list[str] = client.lrange(self.key(execution_id, ":procs"), 0, -1)  # type: ignore[assignment]
         except (redis.RedisError, OSError) as exc:
-            self._failed(exc)
+            self.failed(exc)
             return []
         return [json.loads(item) for item in raw]
 
     def claim_final(self, execution_id: uuid.UUID) -> bool:
         """True for the one caller allowed to write the execution's row (or Redis down)."""
-        client = self._redis()
+        client = self.client()
         if client is None:
             return True
         try:
-            return bool(client.set(self._key(execution_id, ":final"), "1", nx=True, ex=TTL_S))
+            return bool(client.set(self.key(execution_id, ":final"), "1", nx=True, ex=TTL_S))
         except (redis.RedisError, OSError) as exc:
-            self._failed(exc)
+            self.failed(exc)
             return True
 
     def forget(self, execution_id: uuid.UUID) -> None:
         """Removes a finalised execution (its ``:final`` marker stays until its TTL)."""
-        client = self._redis()
+        client = self.client()
         if client is None:
             return
         try:
             pipe = client.pipeline(transaction=False)
-            pipe.delete(self._key(execution_id), self._key(execution_id, ":procs"))
+            pipe.delete(self.key(execution_id), self.key(execution_id, ":procs"))
             pipe.zrem(f"{self.prefix}open", str(execution_id))
             pipe.execute()
         except (redis.RedisError, OSError) as exc:
-            self._failed(exc)
+            self.failed(exc)
 
     def idle(self, older_than_s: float) -> list[uuid.UUID]:
         """Open executions with no activity for ``older_than_s`` seconds."""
-        client = self._redis()
+        client = self.client()
         if client is None:
             return []
         try:
@@ -330,7 +333,7 @@ class RedisState:
                 f"{self.prefix}open", "-inf", time.time() - older_than_s
             )
         except (redis.RedisError, OSError) as exc:
-            self._failed(exc)
+            self.failed(exc)
             return []
         return [uuid.UUID(i) for i in ids]
 
@@ -373,3 +376,14 @@ def merge_process_records(records: list[dict[str, Any]], root_span_id: str) -> l
     for record in merged:
         record["nesting_level"] = level(record["span_id"])
     return merged
+
+
+def json_dict(raw: str | None) -> dict[str, Any]:
+    """A JSON object held in Redis metadata, or ``{}`` when absent or not an object."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

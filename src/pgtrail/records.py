@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pgtrail.errors import ValidationError
 from pgtrail.models import LLM_OUTCOMES, AgentEvent, AgentRecord, JourneyRecord, LlmCall
 from pgtrail.pricing import PriceBook
 from pgtrail.redact import Redactor, hash_user_id
+from pgtrail.sampling import MARK, SAMPLED_OUT, mark, strip_bodies
 from pgtrail.sanitize import Sanitizer, dumps
 from pgtrail.sink import AGENT, COLUMNS, EXECUTION, JOURNEY, LLM, PROMPT_TABLE
 from pgtrail.spool import Batch, Row
@@ -41,6 +43,7 @@ _INT_FIELDS = (
 _COST_FIELDS = ("input_cost", "output_cost", "total_cost")
 _LLM_TEXT_FIELDS = ("agent_type", "provider", "model", "prompt_hash", "prompt_version", "error")
 _KNOWN_PROMPTS_MAX = 10_000
+_KNOWN_PROMPTS_TTL_S = 3600.0
 _LLM_PLAIN_TYPES: dict[str, type] = {
     **dict.fromkeys(_INT_FIELDS, int),
     **dict.fromkeys(_COST_FIELDS, float),
@@ -133,7 +136,7 @@ class RecordPreparer:
         self.prices = prices
         self.sanitizer = Sanitizer(max_field_chars=settings.max_field_chars, strict=False)
         self.redactor = Redactor() if settings.redact else None
-        self._known_prompts: OrderedDict[str, None] = OrderedDict()
+        self._known_prompts: OrderedDict[str, float] = OrderedDict()
 
     def prepare(self, items: list[Item]) -> tuple[Batch, list[Rejected]]:
         """Rows grouped by table, and the records that could not be stored."""
@@ -159,30 +162,34 @@ class RecordPreparer:
         """Rows for one record (an LLM call may add its prompt body)."""
         notes: list[str] = []
         common = self._common(stamp, notes)
+        sampled_out: float | None = args.get(SAMPLED_OUT)
+        if sampled_out is not None:  # a sampled-out execution's record: bodies are dropped
+            args = {k: v for k, v in args.items() if k != SAMPLED_OUT}
         if table == LLM:
-            return self._llm(common, stamp[2], args, notes)
+            return self._llm(common, stamp[2], args, notes, sampled_out)
         if table == AGENT:
-            return [(AGENT, self._agent(common, args, notes))]
+            return [(AGENT, self._agent(common, args, notes, sampled_out))]
         if table == JOURNEY:
             record = JourneyRecord.model_validate(args)
             event_type = self._text(record.event_type, "event_type", notes)
-            return [(JOURNEY, (*common, event_type, self._json(record.data, "data", notes)))]
+            data, extra = _without_bodies(record.data, sampled_out)
+            return [(JOURNEY, (*common, event_type, self._json(data, "data", notes, extra)))]
         if table == EXECUTION:
             return [(EXECUTION, self._execution(common, args, notes))]
         raise RecordError(f"unknown record kind {table!r}")
 
     def check(self, table: str, stamp: Stamp, args: dict[str, Any]) -> None:
         """Strict mode: raises ValidationError for anything that would be cleaned or refused."""
-        strict = Sanitizer(max_field_chars=self.settings.max_field_chars, strict=True)
-        saved, self.sanitizer = self.sanitizer, strict
+        # A preparer of its own: this runs on the caller's thread while the flusher uses
+        # this one, and a trial run must not mark the prompt body as already stored.
+        checker = RecordPreparer(self.settings, self.prices)
+        checker.sanitizer = Sanitizer(max_field_chars=self.settings.max_field_chars, strict=True)
         try:
-            self.prepare_one(table, stamp, args)
+            checker.prepare_one(table, stamp, dict(args))
         except pydantic.ValidationError as exc:
             raise ValidationError(f"{table}: {_pydantic_reason(exc)}") from exc
         except RecordError as exc:
             raise ValidationError(f"{table}: {exc}") from exc
-        finally:
-            self.sanitizer = saved
 
     # -- pieces -------------------------------------------------------------------------
 
@@ -256,6 +263,7 @@ class RecordPreparer:
         created_at: dt.datetime,
         args: dict[str, Any],
         notes: list[str],
+        sampled_out: float | None = None,
     ) -> list[tuple[str, Row]]:
         args = dict(args)
         context = args.pop("_context", None)
@@ -290,12 +298,22 @@ class RecordPreparer:
         if get("prompt") is not None:
             body = self._text(call["prompt"], "prompt", notes) or ""
             prompt_hash = hashlib.sha256(body.encode("utf-8")).hexdigest()
-            if prompt_hash not in self._known_prompts:
+            # A sampled-out call keeps the hash (the body is stored when a sampled-in call
+            # sends the same prompt) but never writes the body itself.
+            if sampled_out is None and not self._prompt_sent_recently(prompt_hash):
                 rows.append((PROMPT_TABLE, (prompt_hash, body, len(body))))
                 self._remember_prompt(prompt_hash)
         extra = {k: v for k, v in (context or {}).items() if v is not None}
-        particular = self._json(get("data"), "data", notes, extra)
+        data = get("data")
         payload = get("payload")
+        if sampled_out is not None:
+            data, marked = _without_bodies(data, sampled_out)
+            dropped = [*(["payload"] if payload is not None else []), *marked[MARK]["dropped"]]
+            if get("prompt") is not None:
+                dropped.insert(0, "prompt")
+            extra.update(mark(sampled_out, dropped))
+            payload = None
+        particular = self._json(data, "data", notes, extra)
         rows.append(
             (
                 LLM,
@@ -350,8 +368,15 @@ class RecordPreparer:
                     *row[_TOTAL_COST + 1 :],
                 )
 
+    def _prompt_sent_recently(self, prompt_hash: str) -> bool:
+        # Entries expire so that a body blanked by `pgtrail retention --keep-payloads` (only
+        # ever bodies no call used for days) is written again when a call reuses it.
+        sent = self._known_prompts.get(prompt_hash)
+        return sent is not None and time.monotonic() - sent < _KNOWN_PROMPTS_TTL_S
+
     def _remember_prompt(self, prompt_hash: str) -> None:
-        self._known_prompts[prompt_hash] = None
+        self._known_prompts[prompt_hash] = time.monotonic()
+        self._known_prompts.move_to_end(prompt_hash)
         if len(self._known_prompts) > _KNOWN_PROMPTS_MAX:
             self._known_prompts.popitem(last=False)
 
@@ -359,7 +384,13 @@ class RecordPreparer:
         """After a failed batch the prompt rows may not be stored: send them again."""
         self._known_prompts.clear()
 
-    def _agent(self, common: tuple[Any, ...], args: dict[str, Any], notes: list[str]) -> Row:
+    def _agent(
+        self,
+        common: tuple[Any, ...],
+        args: dict[str, Any],
+        notes: list[str],
+        sampled_out: float | None = None,
+    ) -> Row:
         args = dict(args)
         event = args.pop("event", None)
         data: dict[str, Any] = {}
@@ -377,7 +408,7 @@ class RecordPreparer:
         record = AgentRecord.model_validate({**args, "data": {}})
         if extra_data is not None:
             data.update(extra_data if isinstance(extra_data, dict) else {"value": extra_data})
-        extra = {}
+        data, extra = _without_bodies(data, sampled_out)
         if record.duration_ms is not None:
             extra["event_duration_ms"] = _int4(record.duration_ms, "duration_ms")
         event_type = self._text(record.event_type, "event_type", notes)
@@ -390,10 +421,11 @@ class RecordPreparer:
         workflow = self._text(args["workflow"], "workflow", notes) or "unnamed"
         error = self._text(args["error"], "error", notes) if args.get("error") else None
         context = self._json(args.get("context") or {}, "context", [])
+        sampling = args.get("sampling")
         return (
             *common,
             "execution_finalized",
-            self._json({}, "particular_data", notes),
+            self._json({"sampling": sampling} if sampling else {}, "particular_data", notes),
             workflow,
             args.get("parent_execution_id"),
             args["status"],
@@ -403,3 +435,11 @@ class RecordPreparer:
             args["finalized_at"],
             _int4(args.get("duration_ms"), "duration_ms"),
         )
+
+
+def _without_bodies(data: Any, sampled_out: float | None) -> tuple[Any, dict[str, Any]]:
+    """``data`` and the extra ``particular_data`` entries of a (maybe) sampled-out record."""
+    if sampled_out is None:
+        return data, {}
+    clean, dropped = strip_bodies(data if data is not None else {})
+    return clean, mark(sampled_out, dropped)

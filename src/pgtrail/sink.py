@@ -97,6 +97,17 @@ class RejectedRow:
     reason: str
 
 
+_BYPASSES_RLS = """
+    SELECT coalesce(pg_has_role((SELECT relowner FROM pg_class
+                                 WHERE oid = to_regclass('pgtrail_prompt')), 'MEMBER'), true)
+        OR (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+"""
+_RESTORE_PROMPT = sql.SQL(
+    "(prompt_hash) DO UPDATE SET body = EXCLUDED.body, body_chars = EXCLUDED.body_chars "
+    "WHERE pgtrail_prompt.body = '' AND EXCLUDED.body <> ''"
+)
+
+
 def _identity(obj: Any) -> str:
     # jsonb values arrive already serialised (and sanitised) by the record preparation.
     return str(obj)
@@ -111,6 +122,7 @@ class PgSink:
         self._pool = pool
         self._days: set[dt.date] = set()
         self._json_ready: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        self._bypasses_rls: bool | None = None
         self.prices = PriceBook()
 
     def _get_pool(self) -> ConnectionPool:
@@ -176,6 +188,11 @@ class PgSink:
 
     def write(self, batch: Batch) -> None:
         """Fast path: one transaction, binary COPY per table. Raises on any failure."""
+        if not self._writes_as_owner():
+            # PostgreSQL refuses COPY FROM where row-level security applies (a writer role
+            # that does not own the tables); the staged INSERT path is allowed.
+            self.write_idempotent(batch)
+            return
         with self._transaction() as conn:
             if conn not in self._json_ready:
                 set_json_dumps(_identity, conn)  # builds dumper classes: once per connection
@@ -218,15 +235,26 @@ class PgSink:
         middle = len(rows) // 2
         return self._bisect(table, rows[:middle]) + self._bisect(table, rows[middle:])
 
+    def _writes_as_owner(self) -> bool:
+        """Whether row-level security passes this role by (owner, superuser, BYPASSRLS)."""
+        if self._bypasses_rls is None:
+            with self._transaction() as conn:
+                found = conn.execute(_BYPASSES_RLS).fetchone()
+            self._bypasses_rls = bool(found and found[0])
+        return self._bypasses_rls
+
     def _copy(
         self, conn: psycopg.Connection[Any], table: str, rows: list[Row], *, binary: bool
     ) -> None:
         columns = COLUMNS[table]
         names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns)
         if table == PROMPT_TABLE:
+            # The owner also restores a body that payload retention blanked; other writers
+            # may only insert.
+            conflict = _RESTORE_PROMPT if self._bypasses_rls else sql.SQL("DO NOTHING")
             conn.cursor().executemany(
-                sql.SQL("INSERT INTO {} ({}) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING").format(
-                    sql.Identifier(table), names
+                sql.SQL("INSERT INTO {} ({}) VALUES (%s, %s, %s) ON CONFLICT {}").format(
+                    sql.Identifier(table), names, conflict
                 ),
                 rows,
             )

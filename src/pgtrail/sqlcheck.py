@@ -291,6 +291,10 @@ def check_read_only(
     placeholders: Sequence[VariableUse] = (),
 ) -> None:
     """Raises unless ``text`` is exactly one read-only query (SELECT / WITH / VALUES)."""
+    if "\x00" in text:
+        # libpq would send only the text before it: the server must run what was checked.
+        nul_line = text.count("\n", 0, text.index("\x00")) + 1
+        raise ReportFileError(where, nul_line, "a NUL byte is not allowed in SQL text")
     source = _parse_text(text, placeholders)
     tokens: list[Any] = []
     with _quiet_sqlglot():

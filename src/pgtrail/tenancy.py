@@ -1,18 +1,295 @@
-"""Tenant scoping of read paths (reports, trace, journey, sql) under row-level security."""
+"""Tenant isolation: scoping reads to one tenant, and granting tenants to roles.
+
+Row-level security (``schema/0003_tenant_isolation.sql``) decides what a role sees: a role
+granted a tenant in ``pgtrail_tenant_grant`` sees that tenant's rows; a member of
+``pgtrail_app`` sees the tenant named by the transaction-local setting ``pgtrail.tenant``;
+the owner of the tables and superusers bypass it. ``scope_to_tenant`` makes the CLI's
+``--tenant`` hold even when the CLI connects as the owner or a superuser, by switching the
+transaction to ``pgtrail_app``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, LiteralString
 
 import psycopg
+from psycopg import sql
+
+from pgtrail.errors import PgtrailError
 
 TENANT_SETTING = "pgtrail.tenant"
 """The PostgreSQL custom setting that names the tenant a session may read."""
+APP_ROLE = "pgtrail_app"
+"""Group role of trusted application servers: they read the tenant ``pgtrail.tenant`` names."""
+WRITER_ROLE = "pgtrail_writer"
+"""Group role of writers that do not own the tables: they insert rows for any tenant."""
+LOG_TABLES = ("logs_execution", "logs_user_journey", "logs_agent_execution", "logs_llm_execution")
+READABLE = (*LOG_TABLES, "logs_execution_step", "pgtrail_model_price")
+"""What a tenant's role is granted SELECT on (parents and the view only, never partitions)."""
+
+
+class TenancyError(PgtrailError):
+    """A tenant scope or grant cannot be applied; the message says what to run."""
+
+
+@dataclass(frozen=True)
+class TenantGrant:
+    """One row of ``pgtrail_tenant_grant`` and the state of its role."""
+
+    tenant_id: str
+    role_name: str
+    granted_at: dt.datetime
+    granted_by: str
+    role_exists: bool
+    can_login: bool
+
+
+def check_tenant(tenant: str) -> str:
+    """Returns ``tenant`` if it can name a tenant; raises TenancyError otherwise."""
+    if not tenant or not tenant.strip():
+        raise TenancyError("a tenant id cannot be empty")
+    if "\x00" in tenant:
+        raise TenancyError("a tenant id cannot contain a NUL character")
+    return tenant
+
+
+def _one(conn: psycopg.Connection[Any], query: LiteralString, params: Any) -> tuple[Any, ...]:
+    """The single row ``query`` returns (aggregates and VALUES always return one)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise TenancyError(f"no row from a query that always returns one: {query.strip()}")
+    return tuple(row)
 
 
 def scope_to_tenant(conn: psycopg.Connection[Any], tenant: str) -> None:
     """Limits what the open transaction on ``conn`` reads to ``tenant``'s rows.
 
     Called inside an open transaction, before the statement runs; effects end with it.
+    A role that bypasses row-level security (the owner, a superuser) is switched to
+    ``pgtrail_app`` for the transaction, so the policies apply to it too.
+
+    Raises:
+        TenancyError: row-level security is not installed, the switch is impossible, or the
+            connected role may not read ``tenant``; the message says what to run.
     """
+    check_tenant(tenant)
+    found, protected, active, user = _one(
+        conn,
+        """
+        SELECT count(c.oid), count(*) FILTER (WHERE c.relrowsecurity),
+               bool_and(row_security_active(c.oid)), current_user::text
+        FROM unnest(%s::text[]) AS t (name)
+        LEFT JOIN pg_class AS c ON c.oid = to_regclass(t.name)
+        """,
+        (list(LOG_TABLES),),
+    )
+    if found < len(LOG_TABLES):
+        raise TenancyError("the pgtrail log tables were not found; run `pgtrail migrate`")
+    if protected < len(LOG_TABLES):
+        raise TenancyError(
+            "row-level security is not installed on the log tables, so --tenant cannot be "
+            "enforced; run `pgtrail migrate`"
+        )
+    if not active:
+        _become_app_role(conn, user)
     conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+    (allowed,) = _one(conn, "SELECT %s = ANY (pgtrail_visible_tenants())", (tenant,))
+    if not allowed:
+        raise TenancyError(
+            f"role {user} may not read tenant {tenant!r}; its owner can allow it with "
+            f"`pgtrail tenant grant {tenant} {user}`"
+        )
+
+
+def _become_app_role(conn: psycopg.Connection[Any], user: str) -> None:
+    """Switches the transaction to ``pgtrail_app``; explains what to run when it cannot."""
+    exists, member = _one(
+        conn,
+        """
+        SELECT r.oid IS NOT NULL, coalesce(pg_has_role(current_user, r.oid, 'MEMBER'), false)
+        FROM (VALUES (1)) AS one (x) LEFT JOIN pg_roles AS r ON r.rolname = %s
+        """,
+        (APP_ROLE,),
+    )
+    if not exists:
+        raise TenancyError(
+            f"role {user} bypasses row-level security (it owns the tables or is a superuser) "
+            f"and role {APP_ROLE} does not exist, so --tenant cannot be enforced; as an "
+            f"administrator run: CREATE ROLE {APP_ROLE} NOLOGIN; GRANT {APP_ROLE} TO {user}; "
+            "then `pgtrail tenant setup`"
+        )
+    if not member:
+        raise TenancyError(
+            f"role {user} bypasses row-level security (it owns the tables or is a superuser) "
+            f"and is not a member of {APP_ROLE}, so --tenant cannot be enforced; as an "
+            f"administrator run: GRANT {APP_ROLE} TO {user}; (or connect as the tenant's role)"
+        )
+    conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
+    (still,) = _one(conn, "SELECT row_security_active(to_regclass('logs_llm_execution'))", ())
+    if not still:
+        raise TenancyError(
+            f"role {APP_ROLE} bypasses row-level security (it is a superuser, has BYPASSRLS or "
+            f"belongs to the owner of the tables), so --tenant cannot be enforced; as an "
+            f"administrator run: ALTER ROLE {APP_ROLE} NOSUPERUSER NOBYPASSRLS; and revoke its "
+            "membership in the owner role"
+        )
+
+
+# --------------------------------------------------------------------------- grants
+
+
+def _role(conn: psycopg.Connection[Any], role: str) -> tuple[bool, bool, bool] | None:
+    """(superuser, bypassrls, member of the tables' owner) for ``role``, None if missing."""
+    row = conn.execute(
+        """
+        SELECT r.rolsuper, r.rolbypassrls, pg_has_role(r.oid, c.relowner, 'MEMBER')
+        FROM pg_roles AS r, pg_class AS c
+        WHERE r.rolname = %s AND c.oid = to_regclass('logs_llm_execution')
+        """,
+        (role,),
+    ).fetchone()
+    return None if row is None else (bool(row[0]), bool(row[1]), bool(row[2]))
+
+
+def _check_grantee(role: str) -> None:
+    if not role or "\x00" in role:
+        raise TenancyError("a role name cannot be empty or contain a NUL character")
+    if role in (APP_ROLE, WRITER_ROLE):
+        raise TenancyError(
+            f"{role} is one of pgtrail's group roles; grant tenants to a role of their own "
+            f"(members of {APP_ROLE} choose their tenant with the pgtrail.tenant setting)"
+        )
+
+
+def _privilege_error(action: str, exc: psycopg.Error) -> TenancyError:
+    message = (exc.diag.message_primary or str(exc)).strip()
+    return TenancyError(
+        f"{action} failed: {message}. Run it as the owner of the pgtrail tables (the role that "
+        "ran `pgtrail migrate`); creating a role also needs CREATEROLE"
+    )
+
+
+def grant_tenant(
+    conn: psycopg.Connection[Any], schema: str, tenant: str, role: str, *, create_role: bool
+) -> tuple[bool, bool]:
+    """Lets ``role`` read ``tenant``'s rows; returns (role created, grant was new).
+
+    Records the grant and gives the role USAGE on the schema and SELECT on the log tables,
+    the step view and the price table (never on partitions). Refuses roles that would see
+    every tenant anyway (superusers, BYPASSRLS, members of the tables' owner).
+    """
+    check_tenant(tenant)
+    _check_grantee(role)
+    created = False
+    try:
+        with conn.transaction():
+            state = _role(conn, role)
+            if state is None:
+                if not create_role:
+                    raise TenancyError(
+                        f"role {role} does not exist; create it (CREATE ROLE {role} LOGIN ...) "
+                        "or pass --create-role to create it NOLOGIN, for others to be granted"
+                    )
+                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+                created = True
+                state = _role(conn, role)
+            if state is None:
+                raise TenancyError("the pgtrail log tables were not found; run `pgtrail migrate`")
+            if any(state):
+                raise TenancyError(
+                    f"role {role} bypasses row-level security (superuser, BYPASSRLS, or member "
+                    "of the owner of the tables): it sees every tenant, so a tenant grant "
+                    "would mean nothing; use a role of its own for the tenant"
+                )
+            row = conn.execute(
+                "INSERT INTO pgtrail_tenant_grant (tenant_id, role_name) VALUES (%s, %s) "
+                "ON CONFLICT DO NOTHING RETURNING true",
+                (tenant, role),
+            ).fetchone()
+            ident = sql.Identifier(role)
+            conn.execute(
+                sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), ident)
+            )
+            tables = sql.SQL(", ").join(sql.Identifier(schema, name) for name in READABLE)
+            conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(tables, ident))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise _privilege_error(f"granting tenant {tenant!r} to {role}", exc) from exc
+    return created, row is not None
+
+
+def revoke_tenant(
+    conn: psycopg.Connection[Any], schema: str, tenant: str, role: str
+) -> tuple[bool, bool]:
+    """Stops ``role`` reading ``tenant``; returns (grant existed, table privileges revoked).
+
+    When the role has no tenant left here, the privileges ``grant_tenant`` gave it go too.
+    """
+    check_tenant(tenant)
+    _check_grantee(role)
+    try:
+        with conn.transaction():
+            removed = conn.execute(
+                "DELETE FROM pgtrail_tenant_grant WHERE tenant_id = %s AND role_name = %s "
+                "RETURNING true",
+                (tenant, role),
+            ).fetchone()
+            left = conn.execute(
+                "SELECT count(*) FROM pgtrail_tenant_grant WHERE role_name = %s", (role,)
+            ).fetchone()
+            if (left and left[0]) or _role(conn, role) is None:
+                return removed is not None, False
+            ident = sql.Identifier(role)
+            tables = sql.SQL(", ").join(sql.Identifier(schema, name) for name in READABLE)
+            conn.execute(sql.SQL("REVOKE SELECT ON {} FROM {}").format(tables, ident))
+            conn.execute(
+                sql.SQL("REVOKE USAGE ON SCHEMA {} FROM {}").format(sql.Identifier(schema), ident)
+            )
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise _privilege_error(f"revoking tenant {tenant!r} from {role}", exc) from exc
+    return removed is not None, True
+
+
+def list_grants(conn: psycopg.Connection[Any]) -> list[TenantGrant]:
+    """Every tenant grant this role may see (all of them for the owner), by tenant and role."""
+    rows = conn.execute(
+        """
+        SELECT g.tenant_id, g.role_name, g.granted_at, g.granted_by,
+               r.oid IS NOT NULL, coalesce(r.rolcanlogin, false)
+        FROM pgtrail_tenant_grant AS g
+        LEFT JOIN pg_roles AS r ON r.rolname = g.role_name
+        ORDER BY g.tenant_id, g.role_name
+        """
+    ).fetchall()
+    return [TenantGrant(*row) for row in rows]
+
+
+def app_members(conn: psycopg.Connection[Any]) -> list[str] | None:
+    """The roles directly in ``pgtrail_app`` (session-setting readers); None if it is missing."""
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone()
+    if exists is None:
+        return None
+    rows = conn.execute(
+        """
+        SELECT m.rolname
+        FROM pg_auth_members AS am
+        JOIN pg_roles AS g ON g.oid = am.roleid
+        JOIN pg_roles AS m ON m.oid = am.member
+        WHERE g.rolname = %s
+        ORDER BY m.rolname
+        """,
+        (APP_ROLE,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def setup_roles(conn: psycopg.Connection[Any]) -> list[str]:
+    """Creates and grants pgtrail's group roles where it may; returns what is left to do."""
+    try:
+        with conn.transaction():
+            return [r[0] for r in conn.execute("SELECT * FROM pgtrail_setup_roles()").fetchall()]
+    except psycopg.errors.UndefinedFunction as exc:
+        raise TenancyError("tenant isolation is not installed here; run `pgtrail migrate`") from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise _privilege_error("setting up pgtrail's roles", exc) from exc

@@ -29,6 +29,7 @@ from pgtrail.flusher import Flusher, FlushStats
 from pgtrail.ids import execution_event_id, new_span_id, uuid7
 from pgtrail.models import AgentEvent
 from pgtrail.records import Stamp
+from pgtrail.sampling import Sampler, SamplingConfig
 from pgtrail.sink import AGENT, EXECUTION, JOURNEY, LLM, PgSink
 
 log = logging.getLogger("pgtrail")
@@ -92,7 +93,9 @@ class Trail:
             caller's thread, instead of in the background (for scripts and tests).
         clock: Source of timestamps (aware datetimes); a simulation passes its own.
         pool: A psycopg pool to borrow instead of creating one; it is never closed here.
-        **overrides: Any :class:`Settings` field, e.g. ``dsn=...``, ``redis_url=None``.
+        **overrides: Any :class:`Settings` field, e.g. ``dsn=...``, ``redis_url=None``, or
+            sampling: ``sample_rates={"001 Main": 0.1}``, ``default_sample_rate=1.0``,
+            ``sample_keep_cost_usd=0.5`` (see :mod:`pgtrail.sampling`).
     """
 
     def __init__(
@@ -113,6 +116,19 @@ class Trail:
         self.redis = RedisState(settings.redis_url, settings.redis_prefix)
         self._flusher = Flusher(
             settings, PgSink(settings, pool), background=not sync, on_flush=self._push_pending_spans
+        )
+        self._sampler = Sampler(
+            SamplingConfig(
+                rates=settings.sample_rates,
+                default_rate=settings.default_sample_rate,
+                cost_threshold=settings.sample_keep_cost_usd,
+                hold_records=settings.sample_hold_records,
+                hold_s=settings.sample_hold_s,
+                hold_total=settings.sample_hold_total,
+            ),
+            self._flusher.submit,
+            self.redis,
+            self._flusher.preparer.prices,
         )
         self._pending_spans: list[tuple[uuid.UUID, dict[str, Any]]] = []
         self._closed = False
@@ -156,6 +172,7 @@ class Trail:
         )
         state.llm_context = {"workflow": workflow, "feature": ctx.get("feature")}
         self.redis.open(state)
+        self._sampler.begin(state.execution_id, workflow, opened_here=True)
         tokens = correlation.activate(state, root)
         try:
             yield Execution(state)
@@ -201,18 +218,25 @@ class Trail:
             tenant_id=meta.get("tenant_id") or "default",
             user_id=meta.get("user_id") or None,
             session_id=meta.get("session_id") or None,
-            context=_json_dict(meta.get("context")),
+            context=correlation.json_dict(meta.get("context")),
             parent_execution_id=None,
             started_at=started,
             is_root=False,
             root_span=anchor,
         )
         state.llm_context = {"workflow": state.workflow, "feature": state.context.get("feature")}
+        owns_sampling = self._sampler.begin(state.execution_id, state.workflow, opened_here=False)
         tokens = correlation.activate(state, anchor)
+        failed = False
         try:
             yield Execution(state)
+        except BaseException:
+            failed = True
+            raise
         finally:
             correlation.deactivate(state, tokens)
+            if owns_sampling:
+                self._sampler.end(state.execution_id, error=failed or state.status == "error")
 
     @overload
     def process(self, name: str) -> _ProcessScope: ...
@@ -255,6 +279,8 @@ class Trail:
             self.redis.push_spans(state.execution_id, [span.record()])
 
     def _finalise(self, state: ExecutionState) -> None:
+        # Held records of a sampled-out execution go out first, whole or without bodies.
+        sampling = self._sampler.end(state.execution_id, error=state.status == "error")
         records = [s.record() for s in state.spans]
         if self.redis.enabled:
             if not self.redis.claim_final(state.execution_id):
@@ -263,7 +289,7 @@ class Trail:
         self._pending_spans = [p for p in self._pending_spans if p[0] != state.execution_id]
         processes = correlation.merge_process_records(records, state.root_span.span_id)
         finalized = state.root_span.ended_at or self._now()
-        self._enqueue_execution(state, processes, state.status, state.error, finalized)
+        self._enqueue_execution(state, processes, state.status, state.error, finalized, sampling)
         self.redis.forget(state.execution_id)
 
     def _enqueue_execution(
@@ -273,6 +299,7 @@ class Trail:
         status: str,
         error: str | None,
         finalized: dt.datetime,
+        sampling: dict[str, Any] | None = None,
     ) -> None:
         stamp: Stamp = (
             execution_event_id(state.execution_id),
@@ -284,22 +311,19 @@ class Trail:
             state.root_span.span_id,
         )
         duration = round((finalized - state.started_at).total_seconds() * 1000)
-        self._flusher.submit(
-            (
-                EXECUTION,
-                stamp,
-                {
-                    "workflow": state.workflow,
-                    "parent_execution_id": state.parent_execution_id,
-                    "status": status,
-                    "error": error,
-                    "processes": processes,
-                    "context": state.context,
-                    "finalized_at": finalized,
-                    "duration_ms": max(0, duration),
-                },
-            )
-        )
+        args: dict[str, Any] = {
+            "workflow": state.workflow,
+            "parent_execution_id": state.parent_execution_id,
+            "status": status,
+            "error": error,
+            "processes": processes,
+            "context": state.context,
+            "finalized_at": finalized,
+            "duration_ms": max(0, duration),
+        }
+        if sampling is not None:
+            args["sampling"] = sampling
+        self._flusher.submit((EXECUTION, stamp, args))
         if not self._flusher.background:
             self._flusher.flush()
 
@@ -331,7 +355,7 @@ class Trail:
                     tenant_id=meta.get("tenant_id") or "default",
                     user_id=meta.get("user_id") or None,
                     session_id=meta.get("session_id") or None,
-                    context=_json_dict(meta.get("context")),
+                    context=correlation.json_dict(meta.get("context")),
                     parent_execution_id=_uuid_or_none(meta.get("parent_execution_id")),
                     started_at=started,
                     is_root=True,
@@ -387,7 +411,7 @@ class Trail:
                 args["_context"] = state.llm_context
             if self.settings.strict:
                 self._flusher.preparer.check(table, stamp, args)
-            self._flusher.submit((table, stamp, args))
+            self._sampler.route(state.execution_id, (table, stamp, args))
         except PgtrailError:
             if self.settings.strict:
                 raise
@@ -426,6 +450,7 @@ class Trail:
         if self._closed:
             return
         self._closed = True
+        self._sampler.release_all()
         self._push_pending_spans()
         self._flusher.close()
         self.redis.close()
@@ -438,6 +463,7 @@ class Trail:
 
     def _after_fork_in_child(self) -> None:
         self._pending_spans = []
+        self._sampler.reset_after_fork()
         self._flusher.after_fork_in_child()
         self.redis.reset_after_fork()
 
@@ -498,18 +524,6 @@ def _trace_context(
     if found is None:
         raise PgtrailError("no valid traceparent header to join")
     return found
-
-
-def _json_dict(raw: str | None) -> dict[str, Any]:
-    import json
-
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _uuid_or_none(raw: str | None) -> uuid.UUID | None:

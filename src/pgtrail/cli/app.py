@@ -7,6 +7,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pgtrail.config import Settings
 from pgtrail.errors import PgtrailError
@@ -51,7 +52,8 @@ def settings_of(ctx: typer.Context) -> Settings:
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Prints an error for a person and exits with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # Messages carry server and user text: "[/x]" in them is not markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -60,5 +62,7 @@ def main() -> None:
     try:
         app()
     except PgtrailError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         sys.exit(1)

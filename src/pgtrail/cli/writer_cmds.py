@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +22,11 @@ def sweep_command(
     ctx: typer.Context,
     idle: Annotated[str, typer.Option(help="Finalise executions idle this long (e.g. 30m)")] = "1h",
 ) -> None:
-    """Finalise executions left open in Redis (their process died) as abandoned."""
+    """Finalise executions left open in Redis (their process died) as abandoned.
+
+    OpenTelemetry traces idle as long are finalised too (abandoned when their root span
+    never arrived).
+    """
     settings = settings_of(ctx)
     if settings.redis_url is None:
         fail("sweep needs Redis: open executions are held there (set PGTRAIL_REDIS_URL)")
@@ -31,9 +36,25 @@ def sweep_command(
         raise typer.BadParameter(str(exc), param_hint="--idle") from exc
     with Trail(settings, sync=True) as trail:
         swept = trail.sweep(idle_s)
+        traces = _finalise_idle_traces(trail, idle_s)
     console.print(f"{len(swept)} execution(s) finalised as abandoned")
     for execution_id in swept:
         console.print(f"  {execution_id}", highlight=False)
+    if traces:
+        console.print(f"{len(traces)} OpenTelemetry trace(s) finalised")
+        for execution_id in traces:
+            console.print(f"  {execution_id}", highlight=False)
+
+
+def _finalise_idle_traces(trail: Trail, idle_s: float) -> list[uuid.UUID]:
+    """OpenTelemetry traces held in Redis with no new span for ``idle_s``."""
+    from pgtrail.otlp.assemble import TraceAssembler
+
+    assembler = TraceAssembler(trail)
+    try:
+        return [done.execution_id for done in assembler.finalise_idle(idle_s)]
+    finally:
+        assembler.close()
 
 
 @spool_app.command("replay")

@@ -21,11 +21,14 @@ from pgtrail import reports
 from pgtrail.config import Settings
 from pgtrail.demo.load import LoadResult
 from pgtrail.demo.plant import COMPRESSION_BUG_AGENT, EXPENSIVE_USER_NUMBER, Plan
+from pgtrail.journey import load_journey
+from pgtrail.render import journey_timeline, trace_tree
 from pgtrail.reports import ReportResult
+from pgtrail.trace import load_trace
 
 Window = tuple[dt.datetime, dt.datetime]
 TABLE_ROWS = 8
-JOURNEY_ROWS = 24
+JOURNEY_EXECUTIONS = 6
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,10 @@ def as_dicts(result: ReportResult) -> list[dict[str, Any]]:
 
 
 def _drift_line(rows: list[dict[str, Any]]) -> str:
-    top = max(rows, key=lambda r: abs(r["change_pp"]))
+    # Drift shows as one value gaining share; the values losing it are the same move seen
+    # from the other side, so lead with the largest gain.
+    rising = [r for r in rows if r["change_pp"] > 0]
+    top = max(rising or rows, key=lambda r: abs(r["change_pp"]))
     direction = "up" if top["change_pp"] > 0 else "down"
     return (
         f"coaching intensity '{top['value']}' went {direction} from {top['baseline_share_pct']}% "
@@ -224,8 +230,8 @@ def tour(console: Console, settings: Settings, result: LoadResult) -> None:
         else:
             planted = "planted, yet not found" if finding.planted(plan) else "not planted"
             console.print(f"nothing reported ({planted}).", highlight=False)
-    _print_trace(console, settings, result, catalog)
-    _print_journey(console, settings, result, catalog)
+    _print_trace(console, settings, result)
+    _print_journey(console, settings, result)
     console.rule("[bold]Figures")
     console.print(
         f"{result.counts.events:,} events written in {result.elapsed_s:.1f} s "
@@ -235,65 +241,26 @@ def tour(console: Console, settings: Settings, result: LoadResult) -> None:
     )
 
 
-def _print_trace(
-    console: Console, settings: Settings, result: LoadResult, catalog: reports.Catalog
-) -> None:
+def _print_trace(console: Console, settings: Settings, result: LoadResult) -> None:
     highlights = result.highlights
     execution_id = highlights.deep_execution or highlights.expensive_execution
     if execution_id is None:
         return
     console.rule("[bold]One execution, five levels deep")
     console.print(f"pgtrail trace {execution_id}", style="dim", highlight=False)
-    report = catalog.get("execution-tree")
-    rows = as_dicts(reports.run_report(settings, report, {"execution_id": str(execution_id)}))
-    console.print(
-        rows_table(
-            rows,
-            ("process", "duration_ms", "status", "llm_calls", "subtree_cost", "agent_events"),
-            len(rows),
-        )
-    )
+    console.print(trace_tree(load_trace(settings, execution_id)))
 
 
-def _print_journey(
-    console: Console, settings: Settings, result: LoadResult, catalog: reports.Catalog
-) -> None:
+def _print_journey(console: Console, settings: Settings, result: LoadResult) -> None:
     user = result.highlights.journey_user
     if user is None:
         return
     console.rule(f"[bold]One user's journey over {result.highlights.journey_days} days")
-    console.print(f"pgtrail journey {user}", style="dim", highlight=False)
-    report = catalog.get("user-journey")
-    rows = as_dicts(
-        reports.run_report(
-            settings,
-            report,
-            {
-                "user_id": user,
-                "since": result.window[0].isoformat(),
-                "until": result.window[1].isoformat(),
-            },
-        )
-    )
-    for row in rows:
-        row["detail"] = _journey_detail(row["event_type"], row["particular_data"] or {})
+    since, until = result.window
     console.print(
-        rows_table(rows, ("created_at", "session_id", "event_type", "detail"), JOURNEY_ROWS)
+        f"pgtrail journey {user} --since {since:%Y-%m-%d} --until {until:%Y-%m-%d}",
+        style="dim",
+        highlight=False,
     )
-
-
-def _journey_detail(event_type: str, data: dict[str, Any]) -> str:
-    """The one or two facts of a journey event worth a glance."""
-    if event_type == "user_message_received":
-        return f"{data.get('input_type', '?')}, {data.get('text_length', '?')} chars"
-    if event_type == "user_message_sent":
-        return f"{data.get('agent', '?')}: {data.get('text_length', '?')} chars"
-    if event_type == "state_transition":
-        return f"{data.get('kind', '?')}: {data.get('from', '?')} -> {data.get('to', '?')}"
-    if event_type == "thumbs_down":
-        return f"{data.get('agent', '?')}: {data.get('reason', '?')}"
-    if event_type == "draft_edited":
-        return f"{data.get('agent', '?')}: {data.get('edit_distance', '?')} chars edited"
-    if event_type == "session_abandoned":
-        return f"after {data.get('turns', '?')} turn(s)"
-    return ""
+    journey = load_journey(settings, user, since, until)
+    console.print(journey_timeline(journey, max_executions=JOURNEY_EXECUTIONS))

@@ -75,3 +75,6 @@ class MappedSpan:
     session_id: str | None = None
     workflow: str | None = None  # set by spans that name the workflow (agent run, workflow)
     context: dict[str, Any] = field(default_factory=dict)  # business context for the execution
+    # The agent this span runs (agent-run spans): records of descendant spans that name no
+    # agent belong to it (see pgtrail.otlp.mapping.inherit_agents).
+    agent: str | None = None

@@ -1,0 +1,100 @@
+"""``pgtrail trace EXECUTION_ID`` and ``pgtrail journey USER_ID``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from pgtrail import reports
+from pgtrail.cli.app import app, console, fail, settings_of
+from pgtrail.cli.report_cmds import TenantOption, TimeoutOption
+from pgtrail.errors import PgtrailError
+from pgtrail.journey import journey_dict, load_journey
+from pgtrail.render import dumps, journey_timeline, trace_tree
+from pgtrail.trace import load_trace, parse_execution_id, trace_dict
+
+
+class TraceFormat(StrEnum):
+    """Output formats of ``trace``."""
+
+    tree = "tree"
+    json = "json"
+
+
+class JourneyFormat(StrEnum):
+    """Output formats of ``journey``."""
+
+    timeline = "timeline"
+    json = "json"
+
+
+def _moment(option: str, raw: str, now: dt.datetime) -> dt.datetime:
+    param = reports.Param(option, "timestamptz", None, "", 0)
+    try:
+        value = reports.parse_value(param, raw, now=now)
+    except PgtrailError as exc:
+        raise typer.BadParameter(
+            str(exc).removeprefix(f"parameter {option}: "), param_hint=f"--{option}"
+        ) from None
+    assert isinstance(value, dt.datetime)
+    return value
+
+
+@app.command("trace")
+def trace_command(
+    ctx: typer.Context,
+    execution_id: Annotated[str, typer.Argument(help="The execution id (a UUID)")],
+    fmt: Annotated[TraceFormat, typer.Option("--format", help="tree or json")] = TraceFormat.tree,
+    tenant: TenantOption = None,
+    timeout_ms: TimeoutOption = None,
+) -> None:
+    """Show one execution: its processes with duration and status, the LLM calls and agent
+    events under the process they happened in, and cost rolled up to the root."""
+    settings = settings_of(ctx)
+    try:
+        trace = load_trace(
+            settings, parse_execution_id(execution_id), tenant=tenant, timeout_ms=timeout_ms
+        )
+    except PgtrailError as exc:
+        fail(str(exc))
+    if fmt is TraceFormat.json:
+        sys.stdout.write(dumps(trace_dict(trace)) + "\n")
+    else:
+        console.print(trace_tree(trace))
+
+
+@app.command("journey")
+def journey_command(
+    ctx: typer.Context,
+    user_id: Annotated[
+        str, typer.Argument(help="The user id (hashed for you if the writer hashes ids)")
+    ],
+    since: Annotated[
+        str, typer.Option(help="Start of the window: 30d, 12h, 2w, today, or 2026-11-01")
+    ] = "30d",
+    until: Annotated[
+        str, typer.Option(help="End of the window (exclusive): now, 2026-11-01, ...")
+    ] = "now",
+    fmt: Annotated[
+        JourneyFormat, typer.Option("--format", help="timeline or json")
+    ] = JourneyFormat.timeline,
+    tenant: TenantOption = None,
+    timeout_ms: TimeoutOption = None,
+) -> None:
+    """Show one user's journey across days: sessions, executions with cost and latency,
+    journey events and handoffs."""
+    settings = settings_of(ctx)
+    now = dt.datetime.now(dt.UTC)
+    start, end = _moment("since", since, now), _moment("until", until, now)
+    try:
+        journey = load_journey(settings, user_id, start, end, tenant=tenant, timeout_ms=timeout_ms)
+    except PgtrailError as exc:
+        fail(str(exc))
+    if fmt is JourneyFormat.json:
+        sys.stdout.write(dumps(journey_dict(journey)) + "\n")
+    else:
+        console.print(journey_timeline(journey))

@@ -1,0 +1,604 @@
+"""Traces assembled into executions: spans held in Redis until the trace is complete.
+
+The spans of one trace arrive in several requests, out of order, from several services. Each
+is kept in a Redis hash per trace (keyed by span id, so a span delivered twice is kept once).
+When the root span arrives the trace is due ``grace_s`` seconds later, which leaves time for
+the spans other services are still exporting. A trace whose root never arrives is finalised
+after ``idle_s`` seconds without activity (``pgtrail sweep`` does the same): as abandoned, or,
+when it is headed by one server or consumer span whose parent lives in a system that does
+not export here (a browser, an upstream proxy), with that span's outcome.
+
+Finalising claims the trace atomically (one finaliser wins, however many receivers run),
+maps every span with :func:`pgtrail.otlp.mapping.map_span` and enqueues into the writer one
+``logs_execution`` row (``processes_executed`` in start order, nesting from the span tree)
+and the records of each span, stamped with the span's time and id. Event ids derive from the
+trace id, span id and record index, so a trace delivered again stores nothing twice. Spans
+that arrive after their trace was finalised still store their records, under the ids the
+execution was finalised with.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+import redis
+
+from pgtrail.correlation import TTL_S, ExecutionState, Span
+from pgtrail.errors import PgtrailError
+from pgtrail.otlp.mapping import MappingOptions, inherit_agents, map_span
+from pgtrail.otlp.spans import (
+    STATUS_ERROR,
+    MappedSpan,
+    OtlpSpan,
+    SpanEvent,
+)
+from pgtrail.sink import LLM
+from pgtrail.trail import Trail
+
+log = logging.getLogger("pgtrail")
+
+DEFAULT_GRACE_S = 10.0
+DEFAULT_IDLE_S = 600.0
+_BATCH = 500  # traces finalised per Redis round trip
+SPAN_KIND_SERVER = 2
+SPAN_KIND_CONSUMER = 5
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+Mapper = Callable[[OtlpSpan], MappedSpan]
+
+# Stores a trace's spans unless it was finalised already; then returns its final marker.
+# KEYS: spans hash, final marker, open zset, due zset.
+# ARGV: trace id, now, ttl, due time or "", then span id / span pairs.
+_ACCEPT = """
+local final = redis.call('get', KEYS[2])
+if final then return final end
+for i = 5, #ARGV, 2 do redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('expire', KEYS[1], ARGV[3])
+redis.call('zadd', KEYS[3], ARGV[2], ARGV[1])
+if ARGV[4] ~= '' then redis.call('zadd', KEYS[4], ARGV[4], ARGV[1]) end
+return false
+"""
+
+# Claims a trace for finalising (exactly one caller wins) and takes its spans.
+# KEYS as above; ARGV: trace id, ttl.
+_CLAIM = """
+redis.call('zrem', KEYS[3], ARGV[1])
+redis.call('zrem', KEYS[4], ARGV[1])
+if not redis.call('set', KEYS[2], '{}', 'NX', 'EX', ARGV[2]) then return false end
+local spans = redis.call('hvals', KEYS[1])
+redis.call('del', KEYS[1])
+return spans
+"""
+
+
+class AssemblyUnavailableError(PgtrailError):
+    """Redis, which holds traces while they assemble, cannot be reached; try again later."""
+
+
+@dataclass(frozen=True)
+class Finalised:
+    """What finalising one trace enqueued."""
+
+    execution_id: uuid.UUID
+    status: str
+    spans: int
+    records: int
+
+
+class TraceAssembler:
+    """Holds the spans of open traces in Redis and turns complete traces into rows.
+
+    Args:
+        trail: The writer the rows are enqueued into (its settings name Redis).
+        grace_s: How long after its root span arrives a trace is finalised.
+        options: Which attributes name the user, tenant and session; by default from the
+            ``PGTRAIL_OTLP_*_ATTRIBUTES`` variables.
+        mapper: Span-to-records mapping used instead of :func:`pgtrail.otlp.mapping.map_span`.
+    """
+
+    def __init__(
+        self,
+        trail: Trail,
+        *,
+        grace_s: float = DEFAULT_GRACE_S,
+        options: MappingOptions | None = None,
+        mapper: Mapper | None = None,
+    ) -> None:
+        settings = trail.settings
+        if settings.redis_url is None:
+            raise PgtrailError(
+                "OpenTelemetry intake needs Redis: traces are assembled there "
+                "(set PGTRAIL_REDIS_URL)"
+            )
+        self.trail = trail
+        self.grace_s = grace_s
+        self._mapper = mapper or functools.partial(
+            map_span, options=options or MappingOptions.from_env()
+        )
+        self._prefix = f"{settings.redis_prefix}otlp:"
+        self._redis = redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=2.0, socket_timeout=10.0
+        )
+        self._accept = self._redis.register_script(_ACCEPT)
+        self._claim = self._redis.register_script(_CLAIM)
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def _keys(self, trace_id: str) -> list[str]:
+        return [
+            f"{self._prefix}t:{trace_id}:spans",
+            f"{self._prefix}t:{trace_id}:final",
+            f"{self._prefix}open",
+            f"{self._prefix}due",
+        ]
+
+    # -- intake ------------------------------------------------------------------------------
+
+    def accept(self, spans: Sequence[OtlpSpan]) -> int:
+        """Holds ``spans`` until their traces are complete; returns how many were held.
+
+        Spans of traces finalised already have their records enqueued at once.
+
+        Raises:
+            AssemblyUnavailableError: Redis could not be reached; the caller should ask
+                its sender to retry (spans held already are not held twice).
+        """
+        by_trace: dict[str, list[OtlpSpan]] = {}
+        for span in spans:
+            by_trace.setdefault(span.trace_id, []).append(span)
+        if not by_trace:
+            return 0
+        now = time.time()
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for trace_id, group in by_trace.items():
+                has_root = any(s.parent_span_id is None for s in group)
+                args: list[Any] = [trace_id, now, TTL_S, now + self.grace_s if has_root else ""]
+                for span in group:
+                    args += [span.span_id, _dump_span(span)]
+                self._accept(keys=self._keys(trace_id), args=args, client=pipe)
+            results = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            raise AssemblyUnavailableError(f"Redis unavailable: {exc}") from exc
+        held = 0
+        for (trace_id, group), final in zip(by_trace.items(), results, strict=True):
+            if final is None:
+                held += len(group)
+            else:
+                self._enqueue_late(trace_id, group, _json_dict(final))
+        return held
+
+    # -- finalising --------------------------------------------------------------------------
+
+    def finalise_due(self, now: float | None = None) -> list[Finalised]:
+        """Finalises the traces whose root arrived more than the grace period ago."""
+        moment = time.time() if now is None else now
+        return self._finalise_scored(f"{self._prefix}due", moment)
+
+    def finalise_idle(self, idle_s: float) -> list[Finalised]:
+        """Finalises traces with no new span for ``idle_s`` seconds (root or not)."""
+        return self._finalise_scored(f"{self._prefix}open", time.time() - idle_s)
+
+    def finalise_rooted(self) -> list[Finalised]:
+        """Finalises every trace whose root has arrived, grace or not (at shutdown)."""
+        return self._finalise_scored(f"{self._prefix}due", float("inf"))
+
+    def _finalise_scored(self, key: str, max_score: float) -> list[Finalised]:
+        done: list[Finalised] = []
+        while True:
+            try:
+                ids = cast(
+                    "list[bytes]",
+                    self._redis.zrangebyscore(key, "-inf", max_score, start=0, num=_BATCH),
+                )
+                if not ids:
+                    return done
+                pipe = self._redis.pipeline(transaction=False)
+                for raw in ids:
+                    trace_id = raw.decode()
+                    self._claim(keys=self._keys(trace_id), args=[trace_id, TTL_S], client=pipe)
+                claimed = pipe.execute()
+            except (redis.RedisError, OSError) as exc:
+                log.warning("pgtrail: cannot finalise OpenTelemetry traces now: %s", exc)
+                return done
+            markers: dict[str, str] = {}
+            for raw, span_blobs in zip(ids, claimed, strict=True):
+                if not span_blobs:
+                    continue  # another finaliser won, or nothing was held
+                trace_id = raw.decode()
+                try:
+                    spans = [_load_span(blob) for blob in span_blobs]
+                    finalised, marker = self._finalise(trace_id, spans)
+                except Exception:  # one trace never stops the others
+                    log.exception("pgtrail: could not finalise trace %s", trace_id)
+                    continue
+                markers[trace_id] = marker
+                done.append(finalised)
+            self._write_markers(markers)
+            if len(ids) < _BATCH:
+                return done
+
+    def _write_markers(self, markers: dict[str, str]) -> None:
+        """Remembers each finalised trace's ids, for the spans that arrive late."""
+        if not markers:
+            return
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for trace_id, marker in markers.items():
+                pipe.set(self._keys(trace_id)[1], marker, xx=True, keepttl=True)
+            pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            log.warning("pgtrail: could not record finalised traces: %s", exc)
+
+    def _finalise(self, trace_id: str, spans: list[OtlpSpan]) -> tuple[Finalised, str]:
+        execution_id = uuid.UUID(hex=trace_id)
+        mapped = self._map_trace(spans)
+        held = {s.span_id for s in spans}
+        roots = [s for s in spans if s.parent_span_id is None]
+        if not roots:
+            # A server (or consumer) span whose parent was never received heads the trace
+            # when everything else hangs under it: the trace continues one started by a
+            # system that does not export here (a browser, an upstream proxy) and is whole.
+            tops = [s for s in spans if s.parent_span_id not in held]
+            if len(tops) == 1 and tops[0].kind in (SPAN_KIND_SERVER, SPAN_KIND_CONSUMER):
+                roots = tops
+        root = min(roots, key=lambda s: s.start_unix_nano) if roots else None
+        levels = _levels(spans, root)
+        ordered = sorted(spans, key=lambda s: (s.start_unix_nano, levels[s.span_id]))
+        # The root speaks first for the execution's ids; the other spans fill what it lacks.
+        speakers = [mapped[root.span_id]] if root is not None else []
+        speakers += [mapped[s.span_id] for s in ordered if s is not root]
+        tenant_id = _first(m.tenant_id for m in speakers) or "default"
+        user_id = _first(m.user_id for m in speakers)
+        session_id = _first(m.session_id for m in speakers)
+        anchor = root or ordered[0]
+        workflow = _first(m.workflow for m in speakers) or mapped[anchor.span_id].process_name
+        context: dict[str, Any] = {}
+        for m in speakers:
+            for key, value in m.context.items():
+                context.setdefault(key, value)
+        records = self._records(execution_id, ordered, mapped, tenant_id, user_id, session_id)
+        llm_context = {"workflow": workflow, "feature": context.get("feature")}
+        for _, _, args in (r for r in records if r[0] == LLM):
+            args["_context"] = llm_context
+        processes = [_process(s, mapped[s.span_id], levels[s.span_id]) for s in ordered]
+        started = _time(anchor.start_unix_nano)
+        if root is not None:
+            finalized = _time(max(root.end_unix_nano, root.start_unix_nano))
+            status = "error" if mapped[root.span_id].status == "error" else "success"
+            error = mapped[root.span_id].error if status == "error" else None
+        else:
+            finalized = _time(max(s.end_unix_nano or s.start_unix_nano for s in spans))
+            status = "abandoned"
+            error = (
+                "the trace went idle before its root span arrived "
+                f"({sum(1 for s in spans if s.parent_span_id not in held)} disconnected parts)"
+            )
+        state = ExecutionState(
+            trail=self.trail,
+            execution_id=execution_id,
+            workflow=workflow,
+            tenant_id=tenant_id,
+            user_id=user_id,
+            session_id=session_id,
+            context=context,
+            parent_execution_id=None,
+            started_at=started,
+            is_root=True,
+            root_span=Span(anchor.span_id, None, workflow, 0, started),
+        )
+        # The writer's sampling applies as to its own executions: decided per execution,
+        # bodies dropped from sampled-out ones unless they failed.
+        sampler = self.trail._sampler
+        sampler.begin(execution_id, workflow, opened_here=True)
+        for item in records:
+            sampler.route(execution_id, item)
+        sampling = sampler.end(execution_id, error=status == "error")
+        self.trail._enqueue_execution(
+            state, processes, status, error, max(finalized, started), sampling
+        )
+        marker = json.dumps(
+            {
+                "tenant_id": tenant_id,
+                "user_id": user_id,
+                "session_id": session_id,
+                "workflow": workflow,
+                "feature": context.get("feature"),
+            }
+        )
+        return Finalised(execution_id, status, len(spans), len(records)), marker
+
+    def _records(
+        self,
+        execution_id: uuid.UUID,
+        spans: Iterable[OtlpSpan],
+        mapped: dict[str, MappedSpan],
+        tenant_id: str,
+        user_id: str | None,
+        session_id: str | None,
+    ) -> list[tuple[str, Any, dict[str, Any]]]:
+        items: list[tuple[str, Any, dict[str, Any]]] = []
+        for span in spans:
+            for index, record in enumerate(mapped[span.span_id].records):
+                created = _aware(record.created_at)
+                stamp = (
+                    record_event_id(span.trace_id, span.span_id, index, created),
+                    execution_id,
+                    created,
+                    tenant_id,
+                    user_id,
+                    session_id,
+                    span.span_id,
+                )
+                items.append((record.table, stamp, dict(record.args)))
+        return items
+
+    def _enqueue_late(self, trace_id: str, spans: list[OtlpSpan], marker: dict[str, Any]) -> None:
+        """Spans of a trace finalised already: their records, under the trace's ids."""
+        mapped = self._map_trace(spans)
+        records = self._records(
+            uuid.UUID(hex=trace_id),
+            spans,
+            mapped,
+            marker.get("tenant_id") or _first(m.tenant_id for m in mapped.values()) or "default",
+            marker.get("user_id") or _first(m.user_id for m in mapped.values()),
+            marker.get("session_id") or _first(m.session_id for m in mapped.values()),
+        )
+        llm_context = {"workflow": marker.get("workflow"), "feature": marker.get("feature")}
+        for table, stamp, args in records:
+            if table == LLM:
+                args["_context"] = llm_context
+            self.trail._flusher.submit((table, stamp, args))
+        log.info(
+            "pgtrail: %d span(s) of trace %s arrived after it was finalised; their records "
+            "are stored, the execution's process list is not amended",
+            len(spans),
+            trace_id,
+        )
+
+    def _map(self, span: OtlpSpan) -> MappedSpan:
+        try:
+            return self._mapper(span)
+        except Exception:  # one odd span never costs its trace the other spans
+            log.exception("pgtrail: could not map span %s of trace %s", span.span_id, span.trace_id)
+            return MappedSpan(
+                process_name=span.name or "span",
+                status="error" if span.status_code == STATUS_ERROR else "ok",
+                error=span.status_message or None,
+            )
+
+    def _map_trace(self, spans: Sequence[OtlpSpan]) -> dict[str, MappedSpan]:
+        """Every span mapped; records that name no agent get their agent span's."""
+        return inherit_agents(spans, {span.span_id: self._map(span) for span in spans})
+
+    def close(self) -> None:
+        """Closes the Redis connection."""
+        self._redis.close()
+
+
+class Finaliser:
+    """A daemon thread that finalises due traces, and idle ones, every ``interval_s``."""
+
+    def __init__(
+        self, assembler: TraceAssembler, *, idle_s: float = DEFAULT_IDLE_S, interval_s: float = 0.5
+    ) -> None:
+        self.assembler = assembler
+        self.idle_s = idle_s
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="pgtrail-otlp-finaliser", daemon=True
+        )
+        self._last_idle_check = 0.0
+
+    def start(self) -> Finaliser:
+        """Starts the thread."""
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.run_once()
+
+    def run_once(self) -> list[Finalised]:
+        """One round: due traces, and idle ones at most every few seconds."""
+        done: list[Finalised] = []
+        try:
+            done += self.assembler.finalise_due()
+            now = time.monotonic()
+            if now - self._last_idle_check >= min(30.0, self.idle_s / 2):
+                self._last_idle_check = now
+                done += self.assembler.finalise_idle(self.idle_s)
+        except Exception:  # the thread must outlive any surprise
+            log.exception("pgtrail: OpenTelemetry finaliser error")
+        return done
+
+    def stop(self, *, finalise_rooted: bool = True) -> None:
+        """Stops the thread; by default finalises the traces whose root has arrived."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+        if finalise_rooted:
+            self.assembler.finalise_rooted()
+
+
+# -- pieces ------------------------------------------------------------------------------------
+
+
+def record_event_id(trace_id: str, span_id: str, index: int, created_at: dt.datetime) -> uuid.UUID:
+    """A UUIDv7 for the ``index``-th record of a span: time-ordered, and the same every time."""
+    ms = int(created_at.timestamp() * 1000) & 0xFFFF_FFFF_FFFF
+    digest = hashlib.sha256(f"pgtrail.otlp:{trace_id}:{span_id}:{index}".encode()).digest()
+    rand = int.from_bytes(digest[:10], "big")
+    value = ms << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64 | 0b10 << 62
+    return uuid.UUID(int=value | (rand & 0x3FFF_FFFF_FFFF_FFFF))
+
+
+def _levels(spans: Sequence[OtlpSpan], root: OtlpSpan | None) -> dict[str, int]:
+    """Nesting level of each span: the root 0, a span whose parent never arrived 1."""
+    parents = {s.span_id: s.parent_span_id for s in spans}
+    root_id = root.span_id if root is not None else None
+    levels: dict[str, int] = {}
+
+    def level(span_id: str) -> int:
+        chain: list[str] = []
+        current: str | None = span_id
+        base = 0
+        while current is not None:
+            if current in levels:
+                base = levels[current]
+                break
+            if current == root_id:
+                base = 0
+                levels[current] = 0
+                break
+            if current in chain:  # a cycle: treat as hanging under the root
+                base = 0
+                break
+            chain.append(current)
+            parent = parents.get(current)
+            if parent is None or parent not in parents:
+                base = 0  # an orphan (or a second parentless span) hangs under the root
+                break
+            current = parent
+        for depth, sid in enumerate(reversed(chain), start=1):
+            levels[sid] = base + depth
+        return levels[span_id]
+
+    return {s.span_id: level(s.span_id) for s in spans}
+
+
+def _process(span: OtlpSpan, mapped: MappedSpan, level: int) -> dict[str, Any]:
+    """The element of ``processes_executed`` a span becomes."""
+    end = max(span.end_unix_nano, span.start_unix_nano)
+    return {
+        "span_id": span.span_id,
+        "parent_span_id": span.parent_span_id,
+        "name": mapped.process_name,
+        "nesting_level": level,
+        "started_at": _time(span.start_unix_nano).isoformat(),
+        "duration_ms": round((end - span.start_unix_nano) / 1_000_000),
+        "status": "error" if mapped.status == "error" else "success",
+        "error": mapped.error,
+    }
+
+
+def _time(unix_nano: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=unix_nano // 1000)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def _first(values: Iterable[str | None]) -> str | None:
+    return next((v for v in values if v), None)
+
+
+def _json_dict(raw: bytes | str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# -- spans in Redis ----------------------------------------------------------------------------
+
+
+def _bytes_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return {"$bytes": value.hex()}
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    raise TypeError(type(value).__name__)
+
+
+def _dump_span(span: OtlpSpan) -> bytes:
+    document = [
+        span.trace_id,
+        span.span_id,
+        span.parent_span_id,
+        span.name,
+        span.kind,
+        span.start_unix_nano,
+        span.end_unix_nano,
+        span.status_code,
+        span.status_message,
+        span.attributes,
+        [[e.name, e.time_unix_nano, e.attributes] for e in span.events],
+        span.resource,
+        span.scope,
+    ]
+    try:
+        return orjson.dumps(document, default=_bytes_default)
+    except TypeError:  # integers beyond 64 bits, keys that are not strings
+        return json.dumps(document, default=str).encode()
+
+
+def _restore(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1 and "$bytes" in value and isinstance(value["$bytes"], str):
+            return bytes.fromhex(value["$bytes"])
+        return {k: _restore(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore(v) for v in value]
+    return value
+
+
+def _load_span(blob: bytes) -> OtlpSpan:
+    (
+        trace_id,
+        span_id,
+        parent,
+        name,
+        kind,
+        start,
+        end,
+        code,
+        message,
+        attributes,
+        events,
+        resource,
+        scope,
+    ) = orjson.loads(blob)
+    if b'"$bytes"' in blob:  # rare: only byte-string attributes need restoring
+        attributes, resource = _restore(attributes), _restore(resource)
+        events = [(n, t, _restore(a)) for n, t, a in events]
+    return OtlpSpan(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent,
+        name=name,
+        kind=kind,
+        start_unix_nano=start,
+        end_unix_nano=end,
+        status_code=code,
+        status_message=message,
+        attributes=attributes,
+        events=tuple(SpanEvent(n, t, a) for n, t, a in events),
+        resource=resource,
+        scope=scope,
+    )
+
+
+__all__ = [
+    "DEFAULT_GRACE_S",
+    "DEFAULT_IDLE_S",
+    "AssemblyUnavailableError",
+    "Finalised",
+    "Finaliser",
+    "TraceAssembler",
+    "record_event_id",
+]
