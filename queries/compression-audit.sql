@@ -1,5 +1,5 @@
 -- name: compression-audit
--- description: Significant moments that were compressed anyway (seed 000): agent
+-- description: Significant moments that were compressed anyway: agent
 --   context_compression events whose user input had significant_moment_detected = true
 --   yet a compression_score above the threshold or a compression_priority other than
 --   preserve_full. One row per agent type and day that has any, with example executions.

@@ -46,26 +46,35 @@ subjects AS (
     WHERE user_id IS NOT NULL
     GROUP BY workflow, user_id
 ),
-medians AS (
+populations AS (
+    -- Each workflow's costs gathered by hash aggregation; the median and the MAD are then
+    -- taken over that array, instead of sorting every subject by workflow twice.
     SELECT
         level,
         workflow,
-        count(*)                                            AS population,
-        percentile_cont(0.5) WITHIN GROUP (ORDER BY cost)   AS median
+        count(*)                   AS population,
+        array_agg(cost::float8)    AS costs
     FROM subjects
     GROUP BY level, workflow
+    HAVING count(*) >= :'min_count'::int
 ),
-baselines AS (
+baselines AS MATERIALIZED (
+    -- Materialized: inlined, the percentiles would be recomputed for every subject joined.
     SELECT
-        m.level,
-        m.workflow,
-        m.population,
+        p.level,
+        p.workflow,
+        p.population,
         m.median,
-        percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(s.cost - m.median)) AS mad
-    FROM subjects AS s
-    JOIN medians AS m USING (level, workflow)
-    WHERE m.population >= :'min_count'::int
-    GROUP BY m.level, m.workflow, m.population, m.median
+        d.mad
+    FROM populations AS p
+    CROSS JOIN LATERAL (
+        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY c) AS median
+        FROM unnest(p.costs) AS c
+    ) AS m
+    CROSS JOIN LATERAL (
+        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(c - m.median)) AS mad
+        FROM unnest(p.costs) AS c
+    ) AS d
 ),
 flagged AS (
     SELECT

@@ -1,7 +1,7 @@
 -- name: cost-by-agent
--- description: LLM cost, calls, tokens and average latency per agent type (seed 000).
+-- description: LLM cost, calls, tokens and average latency per agent type.
 --   Cost counts every call, failed ones included (providers bill many failures);
---   the average latency is over valid calls, as in seed 000.
+--   the average latency is over valid calls.
 -- param: since timestamptz = 7d   -- start of the window (inclusive)
 -- param: until timestamptz = now  -- end of the window (exclusive)
 

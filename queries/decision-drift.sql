@@ -1,6 +1,6 @@
 -- name: decision-drift
 -- description: Week-by-week drift of one agent decision field against a baseline of the
---   first weeks that have data (seed 000: "coaching intensity creeping"). A categorical
+--   first weeks that have data. A categorical
 --   field shows each value's share per week and its change in percentage points against
 --   the baseline share; a numeric field (every value a JSON number) shows the weekly mean
 --   and its z-score: the shift of the mean in baseline standard deviations. Weeks after the

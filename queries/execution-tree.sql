@@ -1,5 +1,5 @@
 -- name: execution-tree
--- description: One execution's processes in start order (seed 000's processes_executed),
+-- description: One execution's processes in start order (processes_executed),
 --   indented by nesting level, with duration, status, the LLM calls and cost made in each
 --   process and the cost rolled up over its subtree (parent_span_id). Calls outside every
 --   known process are summed in a last row.

@@ -1,5 +1,5 @@
 -- name: expensive-paths
--- description: Process paths ranked by LLM cost (seed 000): the names of each execution's
+-- description: Process paths ranked by LLM cost: the names of each execution's
 --   processes in start order (from processes_executed), grouped by workflow and path, with
 --   total and average LLM cost per execution. Executions are those started in the window;
 --   their calls are expected within a day of the start.

@@ -1,5 +1,5 @@
 -- name: large-generations
--- description: LLM calls whose input + output tokens reach a threshold (seed 004), largest first.
+-- description: LLM calls whose input + output tokens reach a threshold, largest first.
 -- param: since timestamptz = 7d    -- start of the window (inclusive)
 -- param: until timestamptz = now   -- end of the window (exclusive)
 -- param: min_tokens int = 8000     -- input + output tokens of one call

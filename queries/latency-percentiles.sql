@@ -1,6 +1,6 @@
 -- name: latency-percentiles
 -- description: LLM latency percentiles (p50, p95, p99, max) and time-to-first-token p50 per
---   model and agent type (seed 002). Valid calls only unless include_failed is true.
+--   model and agent type. Valid calls only unless include_failed is true.
 -- param: since timestamptz = 7d         -- start of the window (inclusive)
 -- param: until timestamptz = now        -- end of the window (exclusive)
 -- param: include_failed bool = false    -- also count failed calls (timeouts weigh heavily)

@@ -1,5 +1,5 @@
 -- name: outcome-rates
--- description: LLM call outcomes by feature and model (seed 002): counts and rates (in %)
+-- description: LLM call outcomes by feature and model: counts and rates (in %)
 --   of errors, timeouts, rate limits and invalid output. The feature is the execution's
 --   context.feature, which the writer copies into each call's particular_data.
 -- param: since timestamptz = 7d    -- start of the window (inclusive)

@@ -9,22 +9,41 @@
 -- param: min_calls int = 20               -- both versions need this many calls to be flagged
 -- param: only_flagged bool = false        -- show flagged versions only
 
-WITH versions AS (
+WITH latencies AS (
+    -- Each version's latencies gathered by hash aggregation, its percentiles taken below:
+    -- percentile_cont in this GROUP BY would sort every call by group first (slow at 1M).
     SELECT
         agent_type,
         model_target,
-        coalesce(prompt_version, '(none)')                                      AS prompt_version,
-        count(*)                                                                AS calls,
-        min(created_at)                                                         AS first_seen,
-        max(created_at)                                                         AS last_seen,
-        percentile_cont(0.50) WITHIN GROUP (ORDER BY processing_time_ms)        AS p50,
-        percentile_cont(0.95) WITHIN GROUP (ORDER BY processing_time_ms)        AS p95
+        coalesce(prompt_version, '(none)')  AS prompt_version,
+        count(*)                            AS calls,
+        min(created_at)                     AS first_seen,
+        max(created_at)                     AS last_seen,
+        array_agg(processing_time_ms)       AS times
     FROM logs_llm_execution
     WHERE created_at >= :'since'::timestamptz
       AND created_at <  :'until'::timestamptz
       AND event_type = 'llm_valid_execution'
       AND processing_time_ms IS NOT NULL
     GROUP BY agent_type, model_target, coalesce(prompt_version, '(none)')
+),
+versions AS (
+    SELECT
+        g.agent_type,
+        g.model_target,
+        g.prompt_version,
+        g.calls,
+        g.first_seen,
+        g.last_seen,
+        q.p50,
+        q.p95
+    FROM latencies AS g
+    CROSS JOIN LATERAL (
+        SELECT
+            percentile_cont(0.50) WITHIN GROUP (ORDER BY ms)  AS p50,
+            percentile_cont(0.95) WITHIN GROUP (ORDER BY ms)  AS p95
+        FROM unnest(g.times) AS ms
+    ) AS q
 ),
 compared AS (
     SELECT

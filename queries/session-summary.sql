@@ -1,5 +1,5 @@
 -- name: session-summary
--- description: Per session (seed 002): turns (user messages received), executions, LLM calls
+-- description: Per session: turns (user messages received), executions, LLM calls
 --   and cost, duration, and whether it was abandoned: a session_abandoned journey event or
 --   a last execution with status abandoned. Newest sessions first.
 -- param: since timestamptz = 7d        -- start of the window (inclusive)

@@ -1,9 +1,9 @@
 -- name: slow-agent-executions
--- description: Agent events that took longer than a threshold (seed 000), newest first.
+-- description: Agent events that took longer than a threshold, newest first.
 --   The duration is particular_data.event_duration_ms; events without a numeric one are skipped.
 -- param: since timestamptz = 7d        -- start of the window (inclusive)
 -- param: until timestamptz = now       -- end of the window (exclusive)
--- param: min_duration_ms int = 20000   -- report events slower than this (seed 000: 20 s)
+-- param: min_duration_ms int = 20000   -- report events slower than this
 -- param: limit int = 100               -- at most this many rows
 
 SELECT

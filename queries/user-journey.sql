@@ -1,5 +1,5 @@
 -- name: user-journey
--- description: One user's journey events in time order (seed 000): messages, state
+-- description: One user's journey events in time order: messages, state
 --   transitions and feedback, with the session and execution each belongs to.
 -- param: user_id text               -- the user (as stored: HMAC-hashed if the writer hashes ids)
 -- param: since timestamptz = 30d    -- start of the window (inclusive)

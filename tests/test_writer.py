@@ -33,7 +33,7 @@ def one(dsn: str, query: str, *params: Any) -> Any:
 
 
 def seed_execution(trail: Trail) -> uuid.UUID:
-    """An execution shaped like seed 000's: 10 processes over 3 nesting levels."""
+    """A coaching-bot execution: 10 processes over 3 nesting levels."""
     with trail.execution(
         "001 Main",
         user_id="57",
@@ -77,7 +77,7 @@ def seed_execution(trail: Trail) -> uuid.UUID:
     return ex.execution_id
 
 
-def test_a_seed_000_execution_is_stored_exactly_as_logged(settings: Settings) -> None:
+def test_a_ten_process_execution_is_stored_exactly_as_logged(settings: Settings) -> None:
     with Trail(settings, sync=True) as trail:
         execution_id = seed_execution(trail)
     dsn = settings.dsn

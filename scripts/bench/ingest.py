@@ -134,7 +134,9 @@ def prepared_batches(dsn: str, events: int, batch_size: int) -> list[Batch]:
     settings = Settings(dsn=dsn, redis_url=None, batch_size=batch_size)
     trail = Trail(settings, sync=True)
     items: list[Item] = []
-    trail._flusher.submit = items.append  # type: ignore[method-assign,assignment]  # capture, don't write
+    # Capture what the writer would enqueue instead of writing it.
+    trail._flusher.submit = items.append  # type: ignore[method-assign,assignment]
+    trail._sampler._submit = items.append
     log_workload(trail, events, seed=1)
     trail.close()
     sink = PgSink(settings)

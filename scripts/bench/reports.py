@@ -30,15 +30,15 @@ from pgtrail.config import Settings
 from pgtrail.migrate import migrate
 
 DAYS = 30
-# The index each report's plan is meant to use (parent index names from schema/); None: a
-# sequential scan of the window's partitions is the right plan.
+# The index each report's plan is meant to use (parent index names from schema/, checked to
+# exist before the run); None: a sequential scan of the window's partitions is the right plan.
 INTENDED_INDEX: dict[str, str | None] = {
-    "compression-audit": "logs_agent_execution_type_idx",
+    "compression-audit": None,
     "cost-anomalies": None,
     "cost-by-agent": None,
     "cost-by-model": None,
     "cost-by-tenant-day": None,
-    "decision-drift": "logs_agent_execution_agent_type_idx",
+    "decision-drift": None,
     "execution-tree": "logs_llm_execution_execution_id_idx",
     "expensive-paths": None,
     "large-generations": None,
@@ -305,6 +305,18 @@ def _index_parents(conn: psycopg.Connection[Any]) -> dict[str, str]:
     return {str(child): str(parent) for child, parent in rows}
 
 
+def check_intended_indexes(conn: psycopg.Connection[Any]) -> None:
+    """Fails when INTENDED_INDEX names an index the migrated schema does not have."""
+    named = sorted({name for name in INTENDED_INDEX.values() if name})
+    rows = conn.execute(
+        "SELECT relname FROM pg_class WHERE relkind IN ('i', 'I') AND relname = ANY(%s)",
+        (named,),
+    ).fetchall()
+    missing = sorted(set(named) - {str(r[0]) for r in rows})
+    if missing:
+        raise SystemExit(f"INTENDED_INDEX names indexes the schema lacks: {', '.join(missing)}")
+
+
 def _plan_indexes(plan: Any) -> set[str]:
     found: set[str] = set()
     if isinstance(plan, dict):
@@ -335,6 +347,7 @@ def run(settings: Settings, runs: int) -> list[dict[str, Any]]:
     """Times every shipped report; returns one result document per report."""
     catalog = reports.load_catalog()
     with psycopg.connect(settings.dsn, autocommit=True) as conn:
+        check_intended_indexes(conn)
         required = bench_params(conn)
         parents = _index_parents(conn)
     results: list[dict[str, Any]] = []

@@ -454,7 +454,6 @@ def evaluate(
     breaches: list[Breach] = []
     try:
         with db.connect(settings) as conn, read_only_transaction(conn, limit):
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             for rule in rules:
                 breaches.extend(_EVALUATORS[rule.kind](conn, rule, at))
     except ConfigurationError:

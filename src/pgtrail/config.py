@@ -39,6 +39,8 @@ ENV_OTLP_TENANT_ATTRIBUTES = "PGTRAIL_OTLP_TENANT_ATTRIBUTES"
 """Span attributes naming the tenant, comma-separated (default ``tenant.id``)."""
 ENV_OTLP_SESSION_ATTRIBUTES = "PGTRAIL_OTLP_SESSION_ATTRIBUTES"
 """Span attributes naming the session, comma-separated (default: the conventional names)."""
+ENV_OTLP_TOKEN = "PGTRAIL_OTLP_TOKEN"  # noqa: S105  (the variable's name, not a secret)
+"""Bearer token ``pgtrail otlp serve`` requires of every request (unset: none)."""
 ENV_SAMPLE_RATES = "PGTRAIL_SAMPLE_RATES"
 """Share of executions stored with bodies, per workflow: ``001 Main=0.1,*=1`` (``*``: others)."""
 ENV_SAMPLE_KEEP_COST = "PGTRAIL_SAMPLE_KEEP_COST_USD"

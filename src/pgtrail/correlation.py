@@ -20,17 +20,32 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-import redis
-
 from pgtrail.ids import new_span_id
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
+    import redis
+
     from pgtrail.trail import Trail
 
 log = logging.getLogger("pgtrail")
 
 TTL_S = 7 * 24 * 3600
 _REDIS_RETRY_S = 5.0
+
+REDIS_ERRORS: tuple[type[Exception], ...] = (OSError,)
+"""What a failing Redis call raises; complete once the client is first made."""
+
+
+def _import_redis() -> ModuleType:
+    # redis-py takes over a second to import (it loads its asyncio client too); commands that
+    # never touch Redis should not pay for it.
+    global REDIS_ERRORS
+    import redis
+
+    REDIS_ERRORS = (redis.RedisError, OSError)
+    return redis
 
 
 @dataclass
@@ -222,7 +237,7 @@ class RedisState:
         if self.url is None or time.monotonic() < self._down_until:
             return None
         if self._client is None:
-            self._client = redis.Redis.from_url(
+            self._client = _import_redis().Redis.from_url(
                 self.url, socket_connect_timeout=1.0, socket_timeout=2.0, decode_responses=True
             )
         return self._client
@@ -249,13 +264,11 @@ class RedisState:
             return
         try:
             pipe = client.pipeline(transaction=False)
-            pipe.hset(
-                self.key(state.execution_id), mapping=cast("Mapping[Any, Any]", state.meta())
-            )
+            pipe.hset(self.key(state.execution_id), mapping=cast("Mapping[Any, Any]", state.meta()))
             pipe.expire(self.key(state.execution_id), TTL_S)
             pipe.zadd(f"{self.prefix}open", {str(state.execution_id): time.time()})
             pipe.execute()
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self.failed(exc)
 
     def load(self, execution_id: uuid.UUID) -> dict[str, str] | None:
@@ -265,7 +278,7 @@ class RedisState:
             return None
         try:
             meta: dict[str, str] = client.hgetall(self.key(execution_id))  # type: ignore[assignment]
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self.failed(exc)
             return None
         return meta or None
@@ -282,7 +295,7 @@ class RedisState:
             pipe.expire(key, TTL_S)
             pipe.zadd(f"{self.prefix}open", {str(execution_id): time.time()}, xx=True)
             pipe.execute()
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self.failed(exc)
             return False
         return True
@@ -294,7 +307,7 @@ class RedisState:
             return []
         try:
             raw: list[str] = client.lrange(self.key(execution_id, ":procs"), 0, -1)  # type: ignore[assignment]
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self.failed(exc)
             return []
         return [json.loads(item) for item in raw]
@@ -306,7 +319,7 @@ class RedisState:
             return True
         try:
             return bool(client.set(self.key(execution_id, ":final"), "1", nx=True, ex=TTL_S))
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self.failed(exc)
             return True
 
@@ -320,7 +333,7 @@ class RedisState:
             pipe.delete(self.key(execution_id), self.key(execution_id, ":procs"))
             pipe.zrem(f"{self.prefix}open", str(execution_id))
             pipe.execute()
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self.failed(exc)
 
     def idle(self, older_than_s: float) -> list[uuid.UUID]:
@@ -332,7 +345,7 @@ class RedisState:
             ids: list[str] = client.zrangebyscore(  # type: ignore[assignment]
                 f"{self.prefix}open", "-inf", time.time() - older_than_s
             )
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self.failed(exc)
             return []
         return [uuid.UUID(i) for i in ids]

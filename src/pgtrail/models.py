@@ -27,14 +27,14 @@ class AgentEvent(BaseModel):
 
 
 class AgentDecision(AgentEvent):
-    """What the agent decided: seed 000's ``agent_decisions`` tree."""
+    """What the agent decided: the ``agent_decisions`` tree."""
 
     event_type: ClassVar[str] = "agent_decision"
     decisions: dict[str, Any] = Field(default_factory=dict, serialization_alias="agent_decisions")
 
 
 class ContextCompression(AgentEvent):
-    """A context-compression choice: seed 000's ``context_management`` tree."""
+    """A context-compression choice: the ``context_management`` tree."""
 
     event_type: ClassVar[str] = "context_compression"
     context_management: dict[str, Any] = Field(default_factory=dict)

@@ -427,12 +427,20 @@ def read_only_transaction(
     With ``tenant``, row-level security limits every read in it to that tenant's rows.
     """
     with conn.transaction():
-        conn.execute("SET TRANSACTION READ ONLY")
+        # One snapshot for every statement in it: a trace or a set of alert rules read
+        # several tables and must see them as of the same moment.
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         conn.execute(
             sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(timeout_ms)))
         )
         # JIT-compiling a report's plan costs more than running it (seconds at 1M rows).
         conn.execute("SET LOCAL jit = off")
+        # Reports sort and hash up to a million rows; at the default 4MB work_mem those spill
+        # to disk. Raised for this transaction only, and never lowered below the server's.
+        conn.execute(
+            "SELECT set_config('work_mem', '64MB', true)"
+            " WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes('64MB')"
+        )
         if tenant is not None:
             tenancy.scope_to_tenant(conn, tenant)
         yield conn

@@ -37,8 +37,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import redis
-
+from pgtrail import correlation
 from pgtrail.errors import ConfigurationError
 from pgtrail.models import LLM_OUTCOMES, ToolCall
 
@@ -433,7 +432,7 @@ class Sampler:
             return
         try:
             client.set(self._redis.key(execution_id, ":sampling"), value, ex=_REDIS_TTL_S)
-        except (redis.RedisError, OSError) as exc:
+        except correlation.REDIS_ERRORS as exc:
             self._redis.failed(exc)
 
     def _read(self, execution_id: uuid.UUID, *, forget: bool = False) -> str | None:
@@ -449,7 +448,7 @@ class Sampler:
                 value = pipe.execute()[0]
             else:
                 value = client.get(key)
-        except (redis.RedisError, OSError) as exc:
+        except correlation.REDIS_ERRORS as exc:
             self._redis.failed(exc)
             return None
         return value if isinstance(value, str) else None

@@ -16,10 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import sqlglot
-from sqlglot import exp
-from sqlglot.errors import ParseError, TokenError
-
 from pgtrail.errors import ReportError
 
 _IDENT_START = re.compile(r"[A-Za-z_]")
@@ -271,6 +267,8 @@ def _quiet_sqlglot() -> Iterator[None]:
 
 
 def _function_name(node: Any) -> str:
+    from sqlglot import exp
+
     if isinstance(node, exp.Anonymous):
         return str(node.name).lower()
     return node.sql_name().lower() if isinstance(node, exp.Func) else ""
@@ -295,6 +293,10 @@ def check_read_only(
         # libpq would send only the text before it: the server must run what was checked.
         nul_line = text.count("\n", 0, text.index("\x00")) + 1
         raise ReportFileError(where, nul_line, "a NUL byte is not allowed in SQL text")
+    # Imported here: sqlglot takes a second to import, and most commands never parse SQL.
+    import sqlglot
+    from sqlglot.errors import ParseError, TokenError
+
     source = _parse_text(text, placeholders)
     tokens: list[Any] = []
     with _quiet_sqlglot():

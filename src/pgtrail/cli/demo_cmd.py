@@ -62,7 +62,7 @@ def demo_command(
         bool, typer.Option("--no-tour", help="Load only; skip the report tour")
     ] = False,
 ) -> None:
-    """Simulate seed 000's ten-agent system, then show the reports finding what went wrong."""
+    """Simulate a ten-agent coaching system for weeks; then show the reports finding its faults."""
     settings = settings_of(ctx)
     options = DemoOptions(
         interactions=interactions,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
-import redis
 import typer
 
 from pgtrail import db, migrate, partitions
@@ -92,6 +91,8 @@ def _database_checks(settings: Settings) -> list[Check]:
 
 
 def _redis_check(settings: Settings) -> Check:
+    import redis  # slow to import; only this check needs it
+
     if settings.redis_url is None:
         return Check("redis", True, "off: single-process mode (PGTRAIL_REDIS_URL=off)")
     try:

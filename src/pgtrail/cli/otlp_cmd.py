@@ -9,12 +9,12 @@ from typing import Annotated
 import typer
 
 from pgtrail.cli.app import app, console, fail, settings_of
+from pgtrail.config import ENV_OTLP_TOKEN
 from pgtrail.durations import parse_duration
 from pgtrail.errors import PgtrailError
-from pgtrail.otlp.server import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, serve
+from pgtrail.otlp import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT
 from pgtrail.trail import Trail
 
-ENV_OTLP_TOKEN = "PGTRAIL_OTLP_TOKEN"  # noqa: S105  (the variable's name, not a secret)
 """Bearer token the receiver requires (unset: no authentication)."""
 
 otlp_app = typer.Typer(help="OpenTelemetry in: receive OTLP traces into the four tables.")
@@ -75,6 +75,8 @@ def serve_command(
         fail("the OTLP receiver needs Redis: traces are assembled there (set PGTRAIL_REDIS_URL)")
     grace_s = _seconds(grace, "--grace")
     idle_s = _seconds(idle, "--idle")
+    from pgtrail.otlp.server import serve  # loads protobuf and redis: only this command
+
     signal.signal(signal.SIGTERM, _interrupt)
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         console.print(

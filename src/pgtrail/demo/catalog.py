@@ -1,6 +1,6 @@
 """What the simulated system is made of: agents, models, workflows, tenants, tools, prompts.
 
-The shape follows seed 000's production system: ten agent types behind one Telegram-style
+The shape follows a production coaching system: ten agent types behind one Telegram-style
 entry workflow (``001 Main``) with nested n8n-like sub-workflows, a large coaching system
 prompt on Claude Sonnet, cheaper models for routing, safety, support and summaries.
 """
@@ -25,7 +25,7 @@ AGENT_TYPES: tuple[str, ...] = (
     "summariser",
 )
 
-# -- workflows (processes), numbered like the n8n workflows of seed 000 --------------------------
+# -- workflows (processes), numbered like n8n workflows --------------------------
 
 MAIN = "001 Main"
 EXTRACT = "003 Extract message"

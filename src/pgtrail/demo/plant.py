@@ -1,4 +1,4 @@
-"""The four production problems seed 000 says its logs caught, planted on purpose.
+"""Four production problems of long-running agent systems, planted on purpose.
 
 Each one is tied to the saved report that finds it:
 
@@ -27,7 +27,7 @@ COMPRESSION_BUG_FROM = 0.55
 """Share of the window after which the compression bug is live."""
 
 EXPENSIVE_USER_NUMBER = 7
-"""The user whose requests hit the expensive path (user ids are numbers, as in seed 000)."""
+"""The user whose requests hit the expensive path (user ids are small numbers)."""
 EXPENSIVE_LOOP_CALLS = (6, 10)
 """How many large-model calls one looping ``301 Selling process`` makes (inclusive range)."""
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from pgtrail.otlp import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT
 from pgtrail.otlp.assemble import (
     DEFAULT_GRACE_S,
     DEFAULT_IDLE_S,
@@ -40,9 +41,6 @@ from pgtrail.trail import Trail
 
 log = logging.getLogger("pgtrail")
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 4318
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 TRACES_PATH = "/v1/traces"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

@@ -1,4 +1,8 @@
-"""The three SQL queries printed in seed 000 run verbatim against the pgtrail schema."""
+"""The three queries of the four-table logging pattern pgtrail grew from run verbatim.
+
+Slow agent executions, cost by agent type and user-journey reconstruction, exactly as
+published, against the pgtrail schema.
+"""
 
 from __future__ import annotations
 
@@ -57,7 +61,7 @@ def _insert(conn: psycopg.Connection[Any], table: str, **row: Any) -> None:
     conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", values)
 
 
-def test_seed_000_queries_return_the_expected_rows(postgresql: psycopg.Connection[Any]) -> None:
+def test_the_published_queries_return_their_rows(postgresql: psycopg.Connection[Any]) -> None:
     conn = postgresql
     ex = uuid.uuid4()
     for seconds, agent, duration in [
