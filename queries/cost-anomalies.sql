@@ -1,6 +1,6 @@
 -- name: cost-anomalies
 -- description: Executions, and users, whose LLM cost is far above their workflow's robust
---   baseline (seed 000: "specific user patterns triggering expensive execution paths"):
+--   baseline (a user whose pattern triggers an expensive execution path):
 --   cost > median + k * MAD, computed per workflow over the window, once over executions
 --   and once over users' total cost. The MAD is floored at 5% of the median so a workflow
 --   of near-constant cost does not flag every cent; where most subjects cost nothing (median

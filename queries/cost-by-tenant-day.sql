@@ -1,5 +1,5 @@
 -- name: cost-by-tenant-day
--- description: LLM cost, calls, users and tokens per tenant per calendar day (seed 002).
+-- description: LLM cost, calls, users and tokens per tenant per calendar day.
 -- param: since timestamptz = 30d   -- start of the window (inclusive)
 -- param: until timestamptz = now   -- end of the window (exclusive)
 -- param: tz text = UTC             -- time zone whose calendar days are used

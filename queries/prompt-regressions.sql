@@ -1,5 +1,5 @@
 -- name: prompt-regressions
--- description: LLM latency by prompt version (seed 000, 002): p50 and p95 of valid calls per
+-- description: LLM latency by prompt version: p50 and p95 of valid calls per
 --   agent type, model and prompt_version, each version compared with the previous version
 --   (by first use in the window) of the same agent and model. A p50 increase above the
 --   threshold is flagged when both versions have enough calls.
