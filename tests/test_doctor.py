@@ -17,9 +17,19 @@ runner = CliRunner()
 def test_doctor_is_happy_with_a_migrated_database(dsn: str, redis_url: str) -> None:
     result = runner.invoke(app, ["--dsn", dsn, "--redis-url", redis_url, "doctor"])
     assert result.exit_code == 0, result.output
-    for line in ("postgresql", "schema", "partitions", "redis"):
+    for line in ("postgresql", "schema", "partitions", "tenant isolation", "redis"):
         assert f"ok   {line}" in result.output
     assert "pending" in result.output
+
+
+def test_doctor_says_when_row_level_security_is_off_and_how_to_fix_it(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE logs_llm_execution DISABLE ROW LEVEL SECURITY")
+    result = runner.invoke(app, ["--dsn", dsn, "--redis-url", "off", "doctor"])
+    assert result.exit_code == 1
+    assert "FAIL tenant isolation" in result.output
+    assert "3 of 4 log tables" in result.output
+    assert "fix: pgtrail migrate" in result.output
 
 
 def test_doctor_names_pending_migrations_and_the_fix(empty_db_dsn: str) -> None:

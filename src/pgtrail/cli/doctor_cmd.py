@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import typer
 
-from pgtrail import db, migrate, partitions
+from pgtrail import db, migrate, partitions, tenancy
 from pgtrail.cli.app import app, console, settings_of
 from pgtrail.config import Settings
 from pgtrail.errors import PgtrailError
 
 MIN_SERVER_VERSION = 140000
+TENANCY_VERSION = 3  # the migration that brings row-level security
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,47 @@ def _database_checks(settings: Settings) -> list[Check]:
                         "" if stray == 0 else "pgtrail partitions (moves them into day partitions)",
                     )
                 )
+            if applied[-1].version >= TENANCY_VERSION:
+                checks.append(_tenancy_check(conn))
     return checks
+
+
+def _tenancy_check(conn: psycopg.Connection[Any]) -> Check:
+    """Row-level security on every log table, and the two group roles it relies on."""
+    found = conn.execute(
+        """
+        SELECT count(*) FILTER (WHERE c.relrowsecurity),
+               (SELECT array_agg(r ORDER BY r) FROM unnest(%s::text[]) AS r
+                WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r)),
+               (SELECT count(*) FROM pgtrail_tenant_grant)
+        FROM unnest(%s::text[]) AS t (name)
+        JOIN pg_class AS c ON c.oid = to_regclass(t.name)
+        """,
+        ([tenancy.APP_ROLE, tenancy.WRITER_ROLE], list(tenancy.LOG_TABLES)),
+    ).fetchone()
+    protected, missing, grants = found if found else (0, None, 0)
+    if protected < len(tenancy.LOG_TABLES):
+        return Check(
+            "tenant isolation",
+            False,
+            f"row-level security is on for {protected} of {len(tenancy.LOG_TABLES)} log tables",
+            "pgtrail migrate",
+        )
+    if missing:
+        roles = ", ".join(missing)
+        create = " ".join(f"CREATE ROLE {r} NOLOGIN;" for r in missing)
+        return Check(
+            "tenant isolation",
+            False,
+            f"row-level security is on, but role(s) {roles} do not exist, so --tenant and "
+            "non-owner writers cannot work",
+            f"as an administrator: {create} then `pgtrail tenant setup`",
+        )
+    return Check(
+        "tenant isolation",
+        True,
+        f"row-level security on all log tables; {grants} tenant grant(s)",
+    )
 
 
 def _redis_check(settings: Settings) -> Check:

@@ -15,8 +15,6 @@ from pgtrail.errors import PgtrailError
 from pgtrail.otlp import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT
 from pgtrail.trail import Trail
 
-"""Bearer token the receiver requires (unset: no authentication)."""
-
 otlp_app = typer.Typer(help="OpenTelemetry in: receive OTLP traces into the four tables.")
 app.add_typer(otlp_app, name="otlp")
 
