@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -16,6 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 from typer.testing import CliRunner
 
+from dbrows import one, rows
 from pgtrail.cli import app
 from pgtrail.config import Settings
 from pgtrail.otlp.assemble import AssemblyUnavailableError, TraceAssembler, record_event_id
@@ -35,17 +35,6 @@ IDS = {
     "billing": "5555555555555555",
     "chat2": "6666666666666666",
 }
-
-
-def rows(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(query, params).fetchall()
-
-
-def one(dsn: str, query: str, *params: Any) -> Any:
-    found = rows(dsn, query, *params)
-    assert len(found) == 1, found
-    return found[0][0] if len(found[0]) == 1 else found[0]
 
 
 def span(

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import psycopg
 import pytest
 
 import pgtrail
+from dbrows import rows
 from pgtrail import Trail
 from pgtrail.config import (
     ENV_OTLP_SESSION_ATTRIBUTES,
@@ -1609,11 +1609,6 @@ def write(trail: Trail, spans: list[OtlpSpan]) -> None:
         for span in spans:
             for record in mapped[span.span_id].records:
                 HELPERS[record.table](**record.args)
-
-
-def rows(dsn: str, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(query).fetchall()
 
 
 def test_mapped_records_are_accepted_by_the_writer_and_land_in_their_columns(

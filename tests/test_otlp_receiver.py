@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import psycopg
 import pytest
 import redis
 from opentelemetry.exporter.otlp.proto.http import Compression
@@ -31,6 +30,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
 
+from dbrows import one, rows
 from pgtrail.config import Settings
 from pgtrail.otlp.decode import OtlpDecodeError, decode_json, decode_protobuf
 from pgtrail.otlp.server import OtlpReceiver
@@ -40,17 +40,6 @@ from pgtrail.trail import Trail
 TOKEN = "test-token-7f3a"
 TABLES = ("logs_execution", "logs_llm_execution", "logs_agent_execution", "logs_user_journey")
 SYSTEM_PROMPT = "You are the support desk of Acme. Be brief and precise. " * 40
-
-
-def rows(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(query, params).fetchall()
-
-
-def one(dsn: str, query: str, *params: Any) -> Any:
-    found = rows(dsn, query, *params)
-    assert len(found) == 1, found
-    return found[0][0] if len(found[0]) == 1 else found[0]
 
 
 def counts(dsn: str) -> dict[str, int]:

@@ -9,11 +9,11 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 import pytest
 import redis
 
 import pgtrail
+from dbrows import rows
 from pgtrail import ToolCall, Trail
 from pgtrail.config import Settings
 from pgtrail.errors import ConfigurationError
@@ -22,11 +22,6 @@ from pgtrail.sampling import is_sampled_in, parse_sample_rates, sample_fraction
 WORKFLOW = "001 Main"
 NAMESPACE = uuid.UUID("5d1a0c1e-9a52-4bde-8f39-2f0b8c7f6a10")
 LONG_TEXT = "I would like to cancel my subscription because " * 20
-
-
-def rows(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(query, params).fetchall()
 
 
 def execution_ids(tenant: str, count: int) -> list[uuid.UUID]:

@@ -8,28 +8,17 @@ import logging
 import threading
 import uuid
 from decimal import Decimal
-from typing import Any
 
 import psycopg
 import pytest
 
 import pgtrail
+from dbrows import one, rows
 from pgtrail import AgentDecision, ContextCompression, Handoff, ToolCall, Trail
 from pgtrail.config import Settings
 from pgtrail.errors import NoActiveExecutionError
 
 SEED_PROMPT = "# ADVANCED SOCIAL COACHING SYSTEM\n" + "Be kind and precise. " * 2000
-
-
-def rows(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(query, params).fetchall()
-
-
-def one(dsn: str, query: str, *params: Any) -> Any:
-    found = rows(dsn, query, *params)
-    assert len(found) == 1, found
-    return found[0][0] if len(found[0]) == 1 else found[0]
 
 
 def seed_execution(trail: Trail) -> uuid.UUID:
