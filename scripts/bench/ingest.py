@@ -132,12 +132,15 @@ def writer_run(dsn: str, events: int, batch_size: int) -> tuple[float, int]:
 def prepared_batches(dsn: str, events: int, batch_size: int) -> list[Batch]:
     """The exact rows of the workload, prepared once, for the raw COPY baseline."""
     settings = Settings(dsn=dsn, redis_url=None, batch_size=batch_size)
-    trail = Trail(settings, sync=True)
-    items: list[Item] = []
-    # Capture what the writer would enqueue instead of writing it.
-    trail._flusher.submit = items.append  # type: ignore[method-assign,assignment]
-    trail._sampler._submit = items.append
+    # A queue that never fills and a flusher that never wakes: what the workload enqueues
+    # stays in the queue, to be taken instead of written.
+    held = settings.model_copy(
+        update={"batch_size": 10**9, "queue_size": 10**9, "flush_interval_s": 10**6}
+    )
+    trail = Trail(held)
     log_workload(trail, events, seed=1)
+    items: list[Item] = list(trail._flusher.queue)
+    trail._flusher.queue.clear()
     trail.close()
     sink = PgSink(settings)
     with psycopg.connect(dsn) as conn:
