@@ -448,10 +448,6 @@ def read_only_transaction(
 
 def query_failure(what: str, exc: psycopg.Error, timeout_ms: int) -> ReportError:
     """The error to show for a failed read of ``what``: timeout, refusal, or the server's reason."""
-    return _failure(what, exc, timeout_ms)
-
-
-def _failure(what: str, exc: psycopg.Error, timeout_ms: int) -> ReportError:
     if isinstance(exc, psycopg.errors.QueryCanceled):
         return ReportError(
             f"{what} was cancelled after {timeout_ms} ms (statement_timeout); narrow the window "
@@ -486,7 +482,7 @@ def run_report(
                 columns = [c.name for c in cur.description or []]
                 rows = [tuple(r) for r in cur.fetchall()]
         except psycopg.Error as exc:
-            raise _failure(f"report {report.name}", exc, limit) from exc
+            raise query_failure(f"report {report.name}", exc, limit) from exc
     return ReportResult(columns, rows, (time.perf_counter() - started) * 1000)
 
 
@@ -515,6 +511,6 @@ def run_sql(
                 columns = [c.name for c in cur.description or []]
                 rows = [tuple(r) for r in cur.fetchmany(max_rows + 1)]
         except psycopg.Error as exc:
-            raise _failure("the statement", exc, limit) from exc
+            raise query_failure("the statement", exc, limit) from exc
     truncated = len(rows) > max_rows
     return ReportResult(columns, rows[:max_rows], (time.perf_counter() - started) * 1000, truncated)
