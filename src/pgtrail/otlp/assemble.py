@@ -347,8 +347,9 @@ class TraceAssembler:
     def _enqueue_late(self, trace_id: str, spans: list[OtlpSpan], marker: dict[str, Any]) -> None:
         """Spans of a trace finalised already: their records, under the trace's ids."""
         mapped = self._map_trace(spans)
+        execution_id = uuid.UUID(hex=trace_id)
         records = self._records(
-            uuid.UUID(hex=trace_id),
+            execution_id,
             spans,
             mapped,
             marker.get("tenant_id") or _first(m.tenant_id for m in mapped.values()) or "default",
@@ -359,7 +360,9 @@ class TraceAssembler:
         for table, stamp, args in records:
             if table == LLM:
                 args["_context"] = llm_context
-            self.trail._flusher.submit((table, stamp, args))
+            # Through the sampler, like every record: a late span of a sampled-out trace
+            # follows its decision while this process still remembers it.
+            self.trail._sampler.route(execution_id, (table, stamp, args))
         log.info(
             "pgtrail: %d span(s) of trace %s arrived after it was finalised; their records "
             "are stored, the execution's process list is not amended",
