@@ -2,8 +2,9 @@
 
 The writer's figure runs from the first ``log_*`` call to the moment ``flush()`` returns with
 every row committed: validation, sanitising, cost inference, COPY. The baseline is raw
-binary COPY of the very same rows, already built, in batches of the same size, on one
-connection: what PostgreSQL itself can take on this machine right now. Runs alternate.
+binary COPY of the very same rows (read back from the writer's first run, as Python values),
+already built, in batches of the same size, on one connection: what PostgreSQL itself can
+take on this machine right now. Runs alternate.
 
     .venv/bin/python scripts/bench/ingest.py [--events 200000] [--runs 3] [--dsn DSN]
 """
@@ -22,13 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psycopg
 from benchlib import machine, median, report, scratch_database
+from psycopg import sql
+from psycopg.types.json import set_json_dumps
 
 import pgtrail
 from pgtrail import AgentDecision, ContextCompression, Trail
-from pgtrail.config import Settings
-from pgtrail.records import Item, RecordPreparer
-from pgtrail.sink import PgSink
-from pgtrail.spool import Batch
+from pgtrail.sink import COLUMNS
 
 TABLES = ["logs_llm_execution", "logs_agent_execution", "logs_user_journey", "logs_execution"]
 EVENTS_PER_EXECUTION = 20
@@ -129,41 +129,55 @@ def writer_run(dsn: str, events: int, batch_size: int) -> tuple[float, int]:
     return elapsed, rows_in(dsn)
 
 
-def prepared_batches(dsn: str, events: int, batch_size: int) -> list[Batch]:
-    """The exact rows of the workload, prepared once, for the raw COPY baseline."""
-    settings = Settings(dsn=dsn, redis_url=None, batch_size=batch_size)
-    # A queue that never fills and a flusher that never wakes: what the workload enqueues
-    # stays in the queue, to be taken instead of written.
-    held = settings.model_copy(
-        update={"batch_size": 10**9, "queue_size": 10**9, "flush_interval_s": 10**6}
-    )
-    trail = Trail(held)
-    log_workload(trail, events, seed=1)
-    items: list[Item] = list(trail._flusher.queue)
-    trail._flusher.queue.clear()
-    trail.close()
-    sink = PgSink(settings)
+Rows = dict[str, list[tuple[Any, ...]]]
+
+
+def stored_rows(dsn: str) -> Rows:
+    """Every row the writer stored, as Python values (jsonb as its text), in event order."""
+    rows: Rows = {}
     with psycopg.connect(dsn) as conn:
-        sink.prices.load(conn)
-    preparer = RecordPreparer(settings, sink.prices)
-    batches = []
-    for start in range(0, len(items), batch_size):
-        batch, rejected = preparer.prepare(items[start : start + batch_size])
-        assert not rejected, rejected
-        batches.append(batch)
-    return batches
+        for table in TABLES:
+            names = [
+                sql.SQL("{}::text").format(sql.Identifier(name))
+                if kind == "jsonb"
+                else sql.Identifier(name)
+                for name, kind in COLUMNS[table]
+            ]
+            query = sql.SQL("SELECT {} FROM {} ORDER BY event_id").format(
+                sql.SQL(", ").join(names), sql.Identifier(table)
+            )
+            rows[table] = conn.execute(query).fetchall()
+    return rows
 
 
-def copy_run(dsn: str, batches: list[Batch]) -> tuple[float, int]:
+def copy_run(dsn: str, rows: Rows, batch_size: int) -> tuple[float, int]:
+    """Raw binary COPY of ``rows``, in the writer's batch size, one transaction per batch."""
     truncate(dsn)
-    sink = PgSink(Settings(dsn=dsn, redis_url=None))
-    for batch in batches:
-        sink.ensure_partitions(batch)
-    start = time.perf_counter()
-    for batch in batches:
-        sink.write(batch)
-    elapsed = time.perf_counter() - start
-    sink.close()
+    statements = {
+        table: sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            sql.Identifier(table),
+            sql.SQL(", ").join(sql.Identifier(name) for name, _ in COLUMNS[table]),
+        )
+        for table in rows
+    }
+    # Batches hold each table's share, as the writer's do.
+    total = sum(len(r) for r in rows.values())
+    batches = max(1, -(-total // batch_size))
+    with psycopg.connect(dsn) as conn:
+        set_json_dumps(str, conn)  # jsonb values are already JSON text
+        start = time.perf_counter()
+        for i in range(batches):
+            with conn.transaction():
+                for table, table_rows in rows.items():
+                    share = -(-len(table_rows) // batches)
+                    part = table_rows[i * share : (i + 1) * share]
+                    if not part:
+                        continue
+                    with conn.cursor().copy(statements[table]) as copy:
+                        copy.set_types([kind for _, kind in COLUMNS[table]])
+                        for row in part:
+                            copy.write_row(row)
+        elapsed = time.perf_counter() - start
     return elapsed, rows_in(dsn)
 
 
@@ -177,10 +191,11 @@ def main() -> None:
     writer_rates: list[float] = []
     copy_rates: list[float] = []
     with scratch_database(args.dsn) as dsn:
-        batches = prepared_batches(dsn, args.events, args.batch_size)
-        rows = sum(len(r) for b in batches for t, r in b.items() if t != "pgtrail_prompt")
+        writer_run(dsn, args.events, args.batch_size)  # warm-up; its rows are the baseline's
+        baseline = stored_rows(dsn)
+        rows = sum(len(r) for r in baseline.values())
         for _ in range(args.runs):
-            elapsed, stored = copy_run(dsn, batches)
+            elapsed, stored = copy_run(dsn, baseline, args.batch_size)
             assert stored == rows, (stored, rows)
             copy_rates.append(rows / elapsed)
             elapsed, stored = writer_run(dsn, args.events, args.batch_size)

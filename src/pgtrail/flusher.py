@@ -1,8 +1,10 @@
 """The background flusher: drains the in-memory queue to PostgreSQL, or to the spool.
 
-Callers only append to a deque. One daemon thread per process wakes on size or interval,
-prepares a batch (``records``), and writes it (``sink``). When PostgreSQL is unreachable
-the prepared batch is written to the spool and replayed, oldest first, once it is back. When
+Callers only append to a deque. A daemon thread wakes on size or interval and prepares
+batches (``records``); a second one writes them (``sink``), so PostgreSQL takes one batch
+while the next is prepared, and the writer's waits on the network never hold up the
+preparation. At most two prepared batches wait between them. When PostgreSQL is unreachable
+a prepared batch is written to the spool and replayed, oldest first, once it is back. When
 the queue is full the caller moves the oldest records to the spool itself, so memory stays
 bounded and nothing is dropped. After ``fork`` the child starts empty: what the parent had
 enqueued is the parent's to write.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from pgtrail import copytext
 from pgtrail.config import Settings
 from pgtrail.records import Item, RecordPreparer, Rejected
 from pgtrail.sink import PgSink, SinkUnavailableError
@@ -28,6 +32,13 @@ log = logging.getLogger("pgtrail")
 _REJECTED_KEPT = 1000
 _RETRY_MIN_S = 0.5
 _RETRY_MAX_S = 30.0
+_OUTBOX_BATCHES = 2
+_MERGED_ROWS_MAX = 20_000
+_REPLAY = "replay"
+_STOP = "stop"
+
+_Job = tuple[Batch, int] | str
+"""A prepared batch and its row count, or an order for the writer thread."""
 
 
 @dataclass
@@ -44,6 +55,13 @@ class FlushStats:
     recent_rejections: collections.deque[Rejected] = field(
         default_factory=lambda: collections.deque(maxlen=_REJECTED_KEPT)
     )
+
+
+def _merged(first: Batch, second: Batch) -> Batch:
+    """Two batches as one (the first is extended in place)."""
+    for table, rows in second.items():
+        first.setdefault(table, []).extend(rows)
+    return first
 
 
 class Flusher:
@@ -73,6 +91,9 @@ class Flusher:
         self._busy = False
         self._lock = threading.Lock()  # one batch at a time, whoever flushes
         self._thread: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
+        self._outbox: queue.Queue[_Job] = queue.Queue(maxsize=_OUTBOX_BATCHES)
+        self._replay_queued = False
         self._stopping = False
         self._db_down_until = 0.0
         self._retry_s = _RETRY_MIN_S
@@ -110,6 +131,10 @@ class Flusher:
     def _start(self) -> None:
         with self._idle:
             if self._thread is None:
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="pgtrail-writer", daemon=True
+                )
+                self._writer.start()
                 self._thread = threading.Thread(
                     target=self._run, name="pgtrail-flusher", daemon=True
                 )
@@ -144,7 +169,11 @@ class Flusher:
                 if self._on_flush:
                     self._on_flush()
                 if time.monotonic() >= self._db_down_until and self.spool.files():
-                    self.replay_spool()
+                    if self._writer is None:
+                        self.replay_spool()
+                    elif not self._replay_queued:
+                        self._replay_queued = True
+                        self._outbox.put(_REPLAY)
             finally:
                 self._busy = False
                 with self._idle:
@@ -167,6 +196,57 @@ class Flusher:
         rows = sum(len(r) for r in batch.values())
         if not db_up:
             self._to_spool(batch, rows)
+        elif self._writer is not None:
+            self._outbox.put((batch, rows))  # waits while two batches are ahead of it
+        else:
+            self._store(batch, rows)
+
+    def _write_loop(self) -> None:
+        """The writer thread: stores prepared batches in order, replays the spool on request.
+
+        Batches that wait are written together, in one transaction: the round trips of a
+        write are paid once for all of them.
+        """
+        held: _Job | None = None
+        while True:
+            job = held if held is not None else self._outbox.get()
+            held = None
+            taken = 1
+            try:
+                if job == _STOP:
+                    return
+                if job == _REPLAY:
+                    self._replay_queued = False
+                    self.replay_spool()
+                elif isinstance(job, tuple):
+                    batch, rows = job
+                    while rows < _MERGED_ROWS_MAX and held is None:
+                        try:
+                            more = self._outbox.get_nowait()
+                        except queue.Empty:
+                            break
+                        if isinstance(more, tuple):
+                            batch, rows = _merged(batch, more[0]), rows + more[1]
+                            taken += 1
+                        else:
+                            held = more  # an order: carried out after this write
+                    job = (batch, rows)
+                    self._store(batch, rows)
+            except Exception:  # the thread must outlive any surprise; the batch is kept
+                log.exception("pgtrail: writer error")
+                if isinstance(job, tuple):
+                    try:
+                        self._to_spool(*job)
+                    except Exception:
+                        log.exception("pgtrail: a batch of %d rows could not be spooled", job[1])
+            finally:
+                for _ in range(taken):
+                    self._outbox.task_done()
+
+    def _store(self, batch: Batch, rows: int) -> None:
+        """Writes one prepared batch; to the spool when PostgreSQL cannot take it."""
+        if time.monotonic() < self._db_down_until:  # it went away since the batch was prepared
+            self._to_spool(batch, rows)
             return
         try:
             self.sink.ensure_partitions(batch)
@@ -185,7 +265,7 @@ class Flusher:
                 self._to_spool(batch, rows)
                 return
             self._record_rejections(
-                [Rejected(r.table, r.row[0] if r.row else None, r.reason) for r in refused]
+                [Rejected(r.table, copytext.event_id(r.row), r.reason) for r in refused]
             )
             rows -= len(refused)
         self._db_up()
@@ -240,7 +320,12 @@ class Flusher:
         for r in rejected:
             self.stats.rejected += 1
             self.stats.recent_rejections.append(r)
-            log.error("pgtrail: rejected a %s record (event %s): %s", r.table, r.event_id, r.reason)
+            log.error(
+                "pgtrail: rejected a %s record%s: %s",
+                r.table,
+                f" (event {r.event_id})" if r.event_id else "",
+                r.reason,
+            )
 
     # -- control ----------------------------------------------------------------------
 
@@ -255,9 +340,9 @@ class Flusher:
             with self._idle:
                 self._idle.wait(0.05)
             if not self.queue and not self._busy:
-                with self._lock:  # the batch in flight, if any, has finished
+                with self._lock:  # the batch in preparation, if any, has been handed over
                     pass
-                if not self.queue:
+                if not self.queue and not self._outbox.unfinished_tasks:
                     return True
             if deadline is not None and time.monotonic() > deadline:
                 return False
@@ -269,6 +354,13 @@ class Flusher:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._writer is not None:
+            try:
+                self._outbox.put(_STOP, timeout=timeout)
+            except queue.Full:
+                log.warning("pgtrail: the writer thread is still busy; closing without it")
+            else:
+                self._writer.join(timeout)
         self.sink.close()
 
     def after_fork_in_child(self) -> None:

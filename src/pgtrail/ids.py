@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 import uuid
 
@@ -21,9 +22,16 @@ def _random_int80() -> int:
     return int.from_bytes(chunk, "big")
 
 
+# Our own generator, seeded from os.urandom: an application that seeds the global one (a
+# simulation, a test) must not make two processes draw the same ids.
+_rng = random.Random()  # noqa: S311  (unique, not secret: uuid7 needs no more)
+
+
 def _forget_entropy() -> None:
-    # A forked child must not reuse the parent's buffered bytes: the ids would collide.
+    # A forked child must not reuse the parent's buffered bytes or generator state: the ids
+    # would collide.
     _entropy.clear()
+    _rng.seed()
 
 
 if hasattr(os, "register_at_fork"):
@@ -45,6 +53,13 @@ def uuid7(unix_ms: int | None = None) -> uuid.UUID:
     object.__setattr__(made, "int", value)
     object.__setattr__(made, "is_safe", _SAFE_UNKNOWN)
     return made
+
+
+def uuid7_hex(unix_ms: int) -> str:
+    """A UUIDv7 as 32 hex digits (PostgreSQL reads them as a ``uuid``), for the writer."""
+    rand = _rng.getrandbits(74)
+    value = (unix_ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 62) << 64 | 0b10 << 62
+    return f"{value | rand & 0x3FFF_FFFF_FFFF_FFFF:032x}"
 
 
 def new_span_id() -> str:

@@ -4,12 +4,17 @@ This runs in the background flusher, off the caller's path: validation against t
 sanitising (NUL bytes, surrogates, NaN, oversized fields, cycles), redaction, user-id
 hashing, cost inference and prompt hashing. A record that cannot be stored is rejected
 alone, with a reason; the rest of its batch goes on.
+
+Each row comes out as its ``COPY`` text line (:mod:`pgtrail.copytext`), built once. Records
+whose every argument already has its exact, clean type (the common case) skip the models
+and the sanitiser's walk; anything else takes the slow path, which cleans and explains.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import math
 import time
 import uuid
@@ -21,8 +26,11 @@ from typing import Any
 import orjson
 import pydantic
 
+from pgtrail import copytext
 from pgtrail.config import Settings
+from pgtrail.copytext import NULL, escape, escape_json
 from pgtrail.errors import ValidationError
+from pgtrail.ids import uuid7_hex
 from pgtrail.models import LLM_OUTCOMES, AgentEvent, AgentRecord, JourneyRecord, LlmCall
 from pgtrail.pricing import PriceBook
 from pgtrail.redact import Redactor, hash_user_id
@@ -44,24 +52,33 @@ _COST_FIELDS = ("input_cost", "output_cost", "total_cost")
 _LLM_TEXT_FIELDS = ("agent_type", "provider", "model", "prompt_hash", "prompt_version", "error")
 _KNOWN_PROMPTS_MAX = 10_000
 _KNOWN_PROMPTS_TTL_S = 3600.0
+_PEOPLE_MAX = 10_000
+_EVENT_TYPE_CHARS = 200
+_CONTEXT = "_context"
+_PROMPT = "prompt"
 _LLM_PLAIN_TYPES: dict[str, type] = {
     **dict.fromkeys(_INT_FIELDS, int),
     **dict.fromkeys(_COST_FIELDS, float),
     **dict.fromkeys((*_LLM_TEXT_FIELDS, "event_type"), str),
-    "prompt": str,  # long bodies are cleaned by _text below
     "payload": dict,
     "data": dict,
 }
+_AGENT_KEYS = frozenset({"event", "agent_type", "event_type", "duration_ms", "data"})
+_JOURNEY_KEYS = frozenset({"event_type", "data"})
 _LLM_COLUMNS = [name for name, _ in COLUMNS[LLM]]
 _MODEL = _LLM_COLUMNS.index("model_target")
 _INPUT_TOKENS = _LLM_COLUMNS.index("input_tokens")
 _OUTPUT_TOKENS = _LLM_COLUMNS.index("output_tokens")
 _CACHED_TOKENS = _LLM_COLUMNS.index("cached_input_tokens")
 _INPUT_COST = _LLM_COLUMNS.index("input_cost")
+_OUTPUT_COST = _LLM_COLUMNS.index("output_cost")
 _TOTAL_COST = _LLM_COLUMNS.index("total_cost")
+# Rejects NaN and infinities in one C call, where orjson would silently write null.
+_NAN_CHECK = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
-Stamp = tuple[uuid.UUID, uuid.UUID, dt.datetime, str, str | None, str | None, str | None]
-"""event_id, execution_id, created_at, tenant_id, user_id, session_id, span_id."""
+Stamp = tuple[uuid.UUID | None, uuid.UUID, dt.datetime, str, str | None, str | None, str | None]
+"""event_id (None: the writer assigns a UUIDv7), execution_id, created_at, tenant_id,
+user_id, session_id, span_id."""
 
 Item = tuple[str, Stamp, dict[str, Any]]
 """What the ``log_*`` helpers enqueue: table, stamp, the caller's arguments."""
@@ -93,13 +110,19 @@ def _int4(value: int | None, field: str) -> int | None:
     return value
 
 
-def _decimal(value: float | None) -> Decimal | None:
-    return None if value is None else Decimal(repr(value))
+def _plain_text(value: object, max_chars: int) -> bool:
+    return type(value) is str and len(value) <= max_chars and copytext.plain(value)
+
+
+def _plain_event_type(value: object) -> bool:
+    return type(value) is str and 0 < len(value) <= _EVENT_TYPE_CHARS and copytext.plain(value)
 
 
 def _plain_llm_call(args: dict[str, Any], max_chars: int) -> bool:
     """True when every argument already has its exact, clean type (no validation needed)."""
     for key, value in args.items():
+        if value is None or key == _CONTEXT:
+            continue
         kind = _LLM_PLAIN_TYPES.get(key)
         if kind is int:
             if not (type(value) is int and 0 <= value <= INT4_MAX):
@@ -108,16 +131,14 @@ def _plain_llm_call(args: dict[str, Any], max_chars: int) -> bool:
             if not (type(value) in (int, float) and value >= 0 and math.isfinite(value)):
                 return False
         elif kind is str:
-            if not (
-                type(value) is str
-                and len(value) <= max_chars
-                and value.isascii()
-                and "\x00" not in value
-            ):
+            if not _plain_text(value, max_chars):
+                return False
+        elif key == _PROMPT:
+            if type(value) is not str:  # long bodies are cleaned by _text below
                 return False
         elif kind is None or type(value) is not kind:
             return False
-    return args.get("event_type", "llm_valid_execution") in LLM_OUTCOMES
+    return (args.get("event_type") or "llm_valid_execution") in LLM_OUTCOMES
 
 
 def _pydantic_reason(exc: pydantic.ValidationError) -> str:
@@ -128,8 +149,12 @@ def _pydantic_reason(exc: pydantic.ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _field(value: str | None) -> str:
+    return NULL if value is None else escape(value)
+
+
 class RecordPreparer:
-    """Validates and cleans enqueued records into table rows."""
+    """Validates and cleans enqueued records into ``COPY`` lines."""
 
     def __init__(self, settings: Settings, prices: PriceBook) -> None:
         self.settings = settings
@@ -137,11 +162,18 @@ class RecordPreparer:
         self.sanitizer = Sanitizer(max_field_chars=settings.max_field_chars, strict=False)
         self.redactor = Redactor() if settings.redact else None
         self._known_prompts: OrderedDict[str, float] = OrderedDict()
+        self._forget_prompts = False
+        # The execution id, tenant, user and session fields of recent executions: the same
+        # for each of their records, and hashing a user id costs more than the rest.
+        self._people: dict[tuple[Any, ...], tuple[str, str, list[str]]] = {}
 
     def prepare(self, items: list[Item]) -> tuple[Batch, list[Rejected]]:
-        """Rows grouped by table, and the records that could not be stored."""
+        """Lines grouped by table, and the records that could not be stored."""
         batch: Batch = {}
         rejected: list[Rejected] = []
+        if self._forget_prompts:
+            self._forget_prompts = False
+            self._known_prompts.clear()
         for table, stamp, args in items:
             try:
                 rows = self.prepare_one(table, stamp, args)
@@ -155,11 +187,15 @@ class RecordPreparer:
                 rejected.append(Rejected(table, stamp[0], f"{type(exc).__name__}: {exc}"))
                 continue
             for target, row in rows:
-                batch.setdefault(target, []).append(row)
+                lines = batch.get(target)
+                if lines is None:
+                    batch[target] = [row]
+                else:
+                    lines.append(row)
         return batch, rejected
 
     def prepare_one(self, table: str, stamp: Stamp, args: dict[str, Any]) -> list[tuple[str, Row]]:
-        """Rows for one record (an LLM call may add its prompt body)."""
+        """Lines for one record (an LLM call may add its prompt body)."""
         notes: list[str] = []
         common = self._common(stamp, notes)
         sampled_out: float | None = args.get(SAMPLED_OUT)
@@ -170,10 +206,7 @@ class RecordPreparer:
         if table == AGENT:
             return [(AGENT, self._agent(common, args, notes, sampled_out))]
         if table == JOURNEY:
-            record = JourneyRecord.model_validate(args)
-            event_type = self._text(record.event_type, "event_type", notes)
-            data, extra = _without_bodies(record.data, sampled_out)
-            return [(JOURNEY, (*common, event_type, self._json(data, "data", notes, extra)))]
+            return [(JOURNEY, self._journey(common, args, notes, sampled_out))]
         if table == EXECUTION:
             return [(EXECUTION, self._execution(common, args, notes))]
         raise RecordError(f"unknown record kind {table!r}")
@@ -194,6 +227,7 @@ class RecordPreparer:
     # -- pieces -------------------------------------------------------------------------
 
     def _text(self, value: Any, field: str, notes: list[str]) -> str | None:
+        """Clean text (not yet escaped for COPY)."""
         if (
             type(value) is str
             and self.redactor is None
@@ -208,9 +242,18 @@ class RecordPreparer:
             clean = self.redactor.redact_text(clean)
         return clean
 
+    def _text_field(self, value: Any, field: str, notes: list[str]) -> str:
+        """A ``text`` column's field: clean, escaped, or null."""
+        if value is None:
+            return NULL
+        if self.redactor is None and _plain_text(value, self.settings.max_field_chars):
+            return str(value)
+        return _field(self._text(value, field, notes))
+
     def _json(
         self, value: Any, field: str, notes: list[str], extra: dict[str, Any] | None = None
     ) -> str:
+        """A ``jsonb`` field holding ``value``, and the record's notes when it has any."""
         if value is None:
             value = {}
         if extra:
@@ -218,7 +261,7 @@ class RecordPreparer:
         if self.redactor is None and not notes:
             fast = self._fast_dumps(value)
             if fast is not None:
-                return fast
+                return escape_json(fast)
         clean, problems = self.sanitizer.json(value, field)
         notes.extend(problems)
         if self.redactor is not None:
@@ -226,9 +269,18 @@ class RecordPreparer:
         if notes:
             clean = dict(clean) if isinstance(clean, dict) else {"value": clean}
             clean["_pgtrail_notes"] = list(notes)
-        return dumps(clean)
+        return escape_json(dumps(clean))
 
-    def _fast_dumps(self, value: Any) -> str | None:
+    def _plain_json(self, value: Any, field: str, notes: list[str]) -> str:
+        """A ``jsonb`` field of pgtrail's own structure: problems go to ``notes``, not inside."""
+        fast = self._fast_dumps(value, may_hold_nan=False)
+        if fast is not None:
+            return escape_json(fast)
+        clean, problems = self.sanitizer.json(value, field)
+        notes.extend(problems)
+        return escape_json(dumps(clean))
+
+    def _fast_dumps(self, value: Any, *, may_hold_nan: bool = True) -> str | None:
         """Serialises clean data in one C call; None when it needs the sanitiser's walk."""
         try:
             # orjson refuses surrogates, non-str keys, cycles, deep nesting and unknown
@@ -236,48 +288,113 @@ class RecordPreparer:
             raw = orjson.dumps(value)
         except (TypeError, ValueError, RecursionError):
             return None
-        if len(raw) > self.settings.max_field_chars or b"\\u0000" in raw or b"null" in raw:
-            # An oversized field; NUL, which jsonb refuses; or a null that may have been a
-            # NaN (orjson writes those as null): the sanitiser says what it changed.
-            return None
+        if len(raw) > self.settings.max_field_chars or b"\\u0000" in raw:
+            return None  # an oversized field, or NUL, which jsonb refuses
+        if may_hold_nan and b"null" in raw:
+            # orjson writes NaN and infinities as null: the sanitiser says what it changed.
+            try:
+                _NAN_CHECK.encode(value)
+            except (TypeError, ValueError, RecursionError):
+                return None
         return raw.decode()
 
-    def _common(self, stamp: Stamp, notes: list[str]) -> tuple[Any, ...]:
+    def _common(self, stamp: Stamp, notes: list[str]) -> str:
+        """The first seven fields of every log row."""
         event_id, execution_id, created_at, tenant_id, user_id, session_id, span_id = stamp
+        key: tuple[Any, ...] = (execution_id, tenant_id, user_id, session_id)
+        try:
+            known = self._people.get(key)
+        except TypeError:  # an unhashable id; cleaned below, not remembered
+            known, key = None, ()
+        if known is None:
+            known = self._people_fields(execution_id, tenant_id, user_id, session_id)
+            if key:
+                if len(self._people) >= _PEOPLE_MAX:
+                    self._people.clear()
+                self._people[key] = known
+        execution_hex, people, problems = known
+        if problems:
+            notes.extend(problems)
+        eid = uuid7_hex(int(created_at.timestamp() * 1000)) if event_id is None else event_id.hex
+        span = self._text_field(span_id, "span_id", notes)
+        return f"{eid}\t{execution_hex}\t{copytext.timestamp(created_at)}\t{people}\t{span}"
+
+    def _people_fields(
+        self, execution_id: uuid.UUID, tenant_id: Any, user_id: Any, session_id: Any
+    ) -> tuple[str, str, list[str]]:
+        notes: list[str] = []
         user = self._text(user_id, "user_id", notes) if user_id is not None else None
         if user is not None and self.settings.user_hmac_key:
             user = hash_user_id(user, self.settings.user_hmac_key)
-        return (
-            event_id,
-            execution_id,
-            created_at,
-            self._text(tenant_id, "tenant_id", notes) or "default",
-            user,
-            self._text(session_id, "session_id", notes) if session_id is not None else None,
-            span_id,
-        )
+        tenant = self._text(tenant_id, "tenant_id", notes) or "default"
+        session = self._text(session_id, "session_id", notes) if session_id is not None else None
+        return execution_id.hex, f"{escape(tenant)}\t{_field(user)}\t{_field(session)}", notes
 
     def _llm(
         self,
-        common: tuple[Any, ...],
+        common: str,
         created_at: dt.datetime,
         args: dict[str, Any],
         notes: list[str],
         sampled_out: float | None = None,
     ) -> list[tuple[str, Row]]:
-        args = dict(args)
-        context = args.pop("_context", None)
-        plain = self.redactor is None and _plain_llm_call(args, self.settings.max_field_chars)
-        call = args if plain else self._validated_llm_call(args, notes)
+        context = args.get(_CONTEXT)
+        if self.redactor is None and _plain_llm_call(args, self.settings.max_field_chars):
+            call = args  # already clean, and escape-free
+        else:
+            call = self._validated_llm_call(args, notes)
         get = call.get
         for field in _INT_FIELDS:
             _int4(get(field), field)
-        input_cost, output_cost, total_cost = (
-            _decimal(get("input_cost")),
-            _decimal(get("output_cost")),
-            _decimal(get("total_cost")),
+        costs = self._costs(call, created_at)
+        rows: list[tuple[str, Row]] = []
+        prompt_hash = get("prompt_hash")
+        if get(_PROMPT) is not None:
+            body = self._text(call[_PROMPT], _PROMPT, notes) or ""
+            prompt_hash = hashlib.sha256(body.encode("utf-8")).hexdigest()
+            # A sampled-out call keeps the hash (the body is stored when a sampled-in call
+            # sends the same prompt) but never writes the body itself.
+            if sampled_out is None and not self._prompt_sent_recently(prompt_hash):
+                rows.append((PROMPT_TABLE, f"{prompt_hash}\t{escape(body)}\t{len(body)}"))
+                self._remember_prompt(prompt_hash)
+        extra = {k: v for k, v in context.items() if v is not None} if context else {}
+        data = get("data")
+        payload = get("payload")
+        if sampled_out is not None:
+            data, marked = _without_bodies(data, sampled_out)
+            dropped = [*(["payload"] if payload is not None else []), *marked[MARK]["dropped"]]
+            if get(_PROMPT) is not None:
+                dropped.insert(0, _PROMPT)
+            extra.update(mark(sampled_out, dropped))
+            payload = None
+        particular = self._json(data, "data", notes, extra)
+        body = NULL if payload is None else self._json(payload, "payload", [])
+        ints = "\t".join([NULL if (v := get(f)) is None else str(v) for f in _INT_FIELDS])
+        agent, provider, model, version, error = (
+            get("agent_type"),
+            get("provider"),
+            get("model"),
+            get("prompt_version"),
+            get("error"),
         )
-        if input_cost is None and output_cost is None and total_cost is None:
+        rows.append(
+            (
+                LLM,
+                f"{common}\t{get('event_type') or 'llm_valid_execution'}\t{particular}\t"
+                f"{NULL if agent is None else agent}\t{NULL if provider is None else provider}\t"
+                f"{NULL if model is None else model}\t"
+                f"{NULL if prompt_hash is None else escape(prompt_hash)}\t"
+                f"{NULL if version is None else version}\t{ints}\t{costs}\t"
+                f"{NULL if error is None else error}\t{body}",
+            )
+        )
+        return rows
+
+    def _costs(self, call: dict[str, Any], created_at: dt.datetime) -> str:
+        """The three cost fields: as given, or priced from the tokens."""
+        get = call.get
+        given = [get("input_cost"), get("output_cost"), get("total_cost")]
+        if given == [None, None, None]:
             cost = self.prices.cost(
                 get("model"),
                 created_at,
@@ -285,88 +402,53 @@ class RecordPreparer:
                 get("output_tokens"),
                 get("cached_input_tokens"),
             )
-            if cost is not None:
-                input_cost, output_cost, total_cost = (
-                    cost.input_cost,
-                    cost.output_cost,
-                    cost.total_cost,
-                )
-        elif total_cost is None:
-            total_cost = (input_cost or Decimal(0)) + (output_cost or Decimal(0))
-        rows: list[tuple[str, Row]] = []
-        prompt_hash = get("prompt_hash")
-        if get("prompt") is not None:
-            body = self._text(call["prompt"], "prompt", notes) or ""
-            prompt_hash = hashlib.sha256(body.encode("utf-8")).hexdigest()
-            # A sampled-out call keeps the hash (the body is stored when a sampled-in call
-            # sends the same prompt) but never writes the body itself.
-            if sampled_out is None and not self._prompt_sent_recently(prompt_hash):
-                rows.append((PROMPT_TABLE, (prompt_hash, body, len(body))))
-                self._remember_prompt(prompt_hash)
-        extra = {k: v for k, v in (context or {}).items() if v is not None}
-        data = get("data")
-        payload = get("payload")
-        if sampled_out is not None:
-            data, marked = _without_bodies(data, sampled_out)
-            dropped = [*(["payload"] if payload is not None else []), *marked[MARK]["dropped"]]
-            if get("prompt") is not None:
-                dropped.insert(0, "prompt")
-            extra.update(mark(sampled_out, dropped))
-            payload = None
-        particular = self._json(data, "data", notes, extra)
-        rows.append(
-            (
-                LLM,
-                (
-                    *common,
-                    get("event_type", "llm_valid_execution"),
-                    particular,
-                    get("agent_type"),
-                    get("provider"),
-                    get("model"),
-                    prompt_hash,
-                    get("prompt_version"),
-                    *[get(field) for field in _INT_FIELDS],
-                    input_cost,
-                    output_cost,
-                    total_cost,
-                    get("error"),
-                    None if payload is None else self._json(payload, "payload", []),
-                ),
-            )
+            if cost is None:
+                return f"{NULL}\t{NULL}\t{NULL}"
+            return f"{cost.input_cost}\t{cost.output_cost}\t{cost.total_cost}"
+        input_cost, output_cost, total_cost = given
+        if total_cost is None:
+            total_cost = Decimal(repr(input_cost or 0)) + Decimal(repr(output_cost or 0))
+        return "\t".join(NULL if c is None else repr(c) for c in (input_cost, output_cost)) + (
+            f"\t{total_cost}" if isinstance(total_cost, Decimal) else f"\t{total_cost!r}"
         )
-        return rows
 
     def _validated_llm_call(self, args: dict[str, Any], notes: list[str]) -> dict[str, Any]:
-        """The slow path: clean what can be cleaned, then let the model judge the rest."""
+        """The slow path: clean what can be cleaned, then let the model judge the rest.
+
+        Text comes back escaped for COPY, like the fast path's (which needs no escaping).
+        """
+        args = {k: v for k, v in args.items() if v is not None and k != _CONTEXT}
         for field in _COST_FIELDS:
             args[field] = _finite_or_none(args.get(field), field, notes)
         for field in _LLM_TEXT_FIELDS:
             if isinstance(args.get(field), str):
                 args[field] = self._text(args[field], field, notes)
-        return LlmCall.model_validate(args).model_dump(exclude_none=True)
+        call = LlmCall.model_validate(args).model_dump(exclude_none=True)
+        for field in ("agent_type", "provider", "model", "prompt_version", "error"):
+            if field in call:
+                call[field] = escape(call[field])
+        return call
 
     def fill_missing_costs(self, batch: Batch) -> None:
-        """Prices spooled LLM rows prepared while the price table could not be read."""
-        rows = batch.get(LLM)
-        if not rows:
+        """Prices spooled LLM lines prepared while the price table could not be read."""
+        lines = batch.get(LLM)
+        if not lines:
             return
-        for i, row in enumerate(rows):
-            if row[_TOTAL_COST] is not None or row[_INPUT_COST] is not None:
+        for i, text in enumerate(lines):
+            values = copytext.fields(text)
+            if values[_TOTAL_COST] is not None or values[_INPUT_COST] is not None:
                 continue
-            created = row[2]
-            at = dt.datetime.fromisoformat(created) if isinstance(created, str) else created
-            cost = self.prices.cost(
-                row[_MODEL], at, row[_INPUT_TOKENS], row[_OUTPUT_TOKENS], row[_CACHED_TOKENS]
-            )
+            tokens = [
+                None if values[j] is None else int(str(values[j]))
+                for j in (_INPUT_TOKENS, _OUTPUT_TOKENS, _CACHED_TOKENS)
+            ]
+            at = dt.datetime.fromisoformat(str(values[2]))
+            cost = self.prices.cost(values[_MODEL], at, *tokens)
             if cost is not None:
-                rows[i] = (
-                    *row[:_INPUT_COST],
-                    cost.input_cost,
-                    cost.output_cost,
-                    cost.total_cost,
-                    *row[_TOTAL_COST + 1 :],
-                )
+                values[_INPUT_COST] = str(cost.input_cost)
+                values[_OUTPUT_COST] = str(cost.output_cost)
+                values[_TOTAL_COST] = str(cost.total_cost)
+                lines[i] = "\t".join(_field(v) for v in values)
 
     def _prompt_sent_recently(self, prompt_hash: str) -> bool:
         # Entries expire so that a body blanked by `pgtrail retention --keep-payloads` (only
@@ -381,18 +463,20 @@ class RecordPreparer:
             self._known_prompts.popitem(last=False)
 
     def forget_prompts(self) -> None:
-        """After a failed batch the prompt rows may not be stored: send them again."""
-        self._known_prompts.clear()
+        """After a failed batch the prompt rows may not be stored: send them again.
+
+        Called from the writer thread; the preparing thread forgets at its next batch.
+        """
+        self._forget_prompts = True
 
     def _agent(
         self,
-        common: tuple[Any, ...],
+        common: str,
         args: dict[str, Any],
         notes: list[str],
         sampled_out: float | None = None,
     ) -> Row:
-        args = dict(args)
-        event = args.pop("event", None)
+        event = args.get("event")
         data: dict[str, Any] = {}
         if event is not None:
             if not isinstance(event, AgentEvent):
@@ -400,40 +484,73 @@ class RecordPreparer:
                     f"event must be a pgtrail agent event model, not {type(event).__name__}"
                 )
             data.update(event.model_dump(mode="python", by_alias=True, exclude_none=True))
-            args.setdefault("event_type", event.event_type)
-        if isinstance(args.get("duration_ms"), float):
-            duration = _finite_or_none(args["duration_ms"], "duration_ms", notes)
-            args["duration_ms"] = None if duration is None else round(duration)
-        extra_data = args.pop("data", None)
-        record = AgentRecord.model_validate({**args, "data": {}})
+        event_type = args.get("event_type")
+        if event_type is None and event is not None:
+            event_type = event.event_type
+        agent_type = args.get("agent_type")
+        duration = args.get("duration_ms")
+        extra_data = args.get("data")
+        max_chars = self.settings.max_field_chars
+        plain = (
+            self.redactor is None
+            and args.keys() <= _AGENT_KEYS
+            and _plain_event_type(event_type)
+            and (agent_type is None or _plain_text(agent_type, max_chars))
+            and (duration is None or (type(duration) is int and 0 <= duration <= INT4_MAX))
+        )
+        if plain:
+            type_field, agent_field = str(event_type), NULL if agent_type is None else agent_type
+        else:
+            if isinstance(duration, float):
+                duration = _finite_or_none(duration, "duration_ms", notes)
+                duration = None if duration is None else round(duration)
+            fields = {k: v for k, v in args.items() if k not in ("event", "data")}
+            fields.update(event_type=event_type, duration_ms=duration, data={})
+            record = AgentRecord.model_validate(fields)
+            duration = _int4(record.duration_ms, "duration_ms")
+            type_field = _field(self._text(record.event_type, "event_type", notes))
+            agent_field = self._text_field(record.agent_type, "agent_type", notes)
         if extra_data is not None:
             data.update(extra_data if isinstance(extra_data, dict) else {"value": extra_data})
         data, extra = _without_bodies(data, sampled_out)
-        if record.duration_ms is not None:
-            extra["event_duration_ms"] = _int4(record.duration_ms, "duration_ms")
-        event_type = self._text(record.event_type, "event_type", notes)
-        agent_type = self._text(record.agent_type, "agent_type", notes)
-        return (*common, event_type, self._json(data, "data", notes, extra), agent_type)
+        if duration is not None:
+            extra["event_duration_ms"] = duration
+        return f"{common}\t{type_field}\t{self._json(data, 'data', notes, extra)}\t{agent_field}"
 
-    def _execution(self, common: tuple[Any, ...], args: dict[str, Any], notes: list[str]) -> Row:
-        processes, problems = self.sanitizer.json(args["processes"], "processes_executed")
-        notes.extend(problems)
+    def _journey(
+        self, common: str, args: dict[str, Any], notes: list[str], sampled_out: float | None
+    ) -> Row:
+        event_type = args.get("event_type")
+        data = args.get("data")
+        if (
+            self.redactor is None
+            and args.keys() <= _JOURNEY_KEYS
+            and _plain_event_type(event_type)
+            and (data is None or type(data) is dict)
+        ):
+            type_field = str(event_type)
+        else:
+            record = JourneyRecord.model_validate(args)
+            type_field = _field(self._text(record.event_type, "event_type", notes))
+            data = record.data
+        data, extra = _without_bodies(data, sampled_out)
+        return f"{common}\t{type_field}\t{self._json(data, 'data', notes, extra)}"
+
+    def _execution(self, common: str, args: dict[str, Any], notes: list[str]) -> Row:
+        processes = self._plain_json(args["processes"], "processes_executed", notes)
         workflow = self._text(args["workflow"], "workflow", notes) or "unnamed"
         error = self._text(args["error"], "error", notes) if args.get("error") else None
         context = self._json(args.get("context") or {}, "context", [])
         sampling = args.get("sampling")
+        particular = self._json(
+            {"sampling": sampling} if sampling else {}, "particular_data", notes
+        )
+        duration = _int4(args.get("duration_ms"), "duration_ms")
         return (
-            *common,
-            "execution_finalized",
-            self._json({"sampling": sampling} if sampling else {}, "particular_data", notes),
-            workflow,
-            args.get("parent_execution_id"),
-            args["status"],
-            error,
-            dumps(processes),
-            context,
-            args["finalized_at"],
-            _int4(args.get("duration_ms"), "duration_ms"),
+            f"{common}\texecution_finalized\t{particular}\t{escape(workflow)}\t"
+            f"{copytext.field(args.get('parent_execution_id'))}\t{escape(args['status'])}\t"
+            f"{_field(error)}\t{processes}\t{context}\t"
+            f"{copytext.timestamp(args['finalized_at'])}\t{NULL if duration is None else duration}"
         )
 
 

@@ -1,28 +1,30 @@
 """Writes prepared batches to PostgreSQL.
 
-The fast path is one transaction with a binary ``COPY`` per table. The idempotent path, used
-for spool replays and for any batch whose first attempt may have committed, copies into a
-temporary staging table and moves the rows with ``INSERT ... ON CONFLICT DO NOTHING``, so an
-event already stored is never stored twice. A batch that fails for its data is split in
-halves until the rows that fail are alone; only those are rejected.
+A batch holds each row as its ``COPY`` text line (:mod:`pgtrail.copytext`). The fast path is
+one transaction with one ``COPY`` per table, each sent in a single write. The idempotent
+path, used for spool replays and for any batch whose first attempt may have committed,
+copies the same lines into a temporary staging table and moves the rows with
+``INSERT ... ON CONFLICT DO NOTHING``, so an event already stored is never stored twice. A
+batch that fails for its data is split in halves until the rows that fail are alone; only
+those are rejected. Prompt bodies always take the staged path (a body is stored once).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import weakref
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import set_json_dumps
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pgtrail import partitions
+from pgtrail import copytext, partitions
 from pgtrail.config import Settings
 from pgtrail.db import CONNECT_TIMEOUT_S, mask_dsn
 from pgtrail.pricing import PriceBook
@@ -81,7 +83,6 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
     ],
     PROMPT_TABLE: [("prompt_hash", "text"), ("body", "text"), ("body_chars", "int4")],
 }
-CREATED_AT = 2  # position of created_at in every log row
 
 
 class SinkUnavailableError(Exception):
@@ -108,9 +109,11 @@ _RESTORE_PROMPT = sql.SQL(
 )
 
 
-def _identity(obj: Any) -> str:
-    # jsonb values arrive already serialised (and sanitised) by the record preparation.
-    return str(obj)
+def _connection_options(dsn: str, schema: str) -> str:
+    """libpq ``options`` setting the search path, after any the DSN or PGOPTIONS give."""
+    given = conninfo_to_dict(dsn).get("options") or os.environ.get("PGOPTIONS", "")
+    # Schema names are plain identifiers (checked in Settings): nothing to quote.
+    return f"{given} -c search_path={schema},public".strip()
 
 
 class PgSink:
@@ -121,7 +124,6 @@ class PgSink:
         self._borrowed = pool is not None
         self._pool = pool
         self._days: set[dt.date] = set()
-        self._json_ready: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         self._bypasses_rls: bool | None = None
         self.prices = PriceBook()
 
@@ -133,7 +135,11 @@ class PgSink:
                 max_size=2,
                 open=False,
                 timeout=CONNECT_TIMEOUT_S,
-                kwargs={"connect_timeout": CONNECT_TIMEOUT_S},
+                kwargs={
+                    "connect_timeout": CONNECT_TIMEOUT_S,
+                    # Set once per connection: a SET per batch would be a round trip more.
+                    "options": _connection_options(self.settings.dsn, self.settings.db_schema),
+                },
                 name="pgtrail-writer",
             )
         if self._pool.closed:
@@ -144,8 +150,9 @@ class PgSink:
     def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
         try:
             with self._get_pool().connection() as conn, conn.transaction():
-                schema = sql.Identifier(self.settings.db_schema)
-                conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(schema))
+                if self._borrowed:  # a pool of the application's: its search_path is its own
+                    schema = sql.Identifier(self.settings.db_schema)
+                    conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(schema))
                 yield conn
         except PoolTimeout as exc:
             raise SinkUnavailableError(
@@ -166,16 +173,11 @@ class PgSink:
 
     def ensure_partitions(self, batch: Batch) -> None:
         """Creates the day partitions a batch's rows need, once per day per process."""
-        days: set[dt.date] = set()
+        texts: set[str] = set()
         for table, rows in batch.items():
-            if table == PROMPT_TABLE:
-                continue
-            for row in rows:
-                created = row[CREATED_AT]
-                if isinstance(created, str):
-                    created = dt.datetime.fromisoformat(created)
-                days.add(created.astimezone(dt.UTC).date())
-        missing = days - self._days
+            if table != PROMPT_TABLE:
+                texts.update(map(copytext.created_day, rows))
+        missing = {dt.date.fromisoformat(day) for day in texts} - self._days
         if not missing:
             return
         window = partitions.clamp_window(min(missing), max(missing))
@@ -187,19 +189,20 @@ class PgSink:
         self._days.update(missing)  # days outside the window go to DEFAULT by design
 
     def write(self, batch: Batch) -> None:
-        """Fast path: one transaction, binary COPY per table. Raises on any failure."""
+        """Fast path: one transaction, one ``COPY`` per table. Raises on any failure."""
         if not self._writes_as_owner():
             # PostgreSQL refuses COPY FROM where row-level security applies (a writer role
             # that does not own the tables); the staged INSERT path is allowed.
             self.write_idempotent(batch)
             return
         with self._transaction() as conn:
-            if conn not in self._json_ready:
-                set_json_dumps(_identity, conn)  # builds dumper classes: once per connection
-                self._json_ready.add(conn)
             for table, rows in batch.items():
-                if rows:
-                    self._copy(conn, table, rows, binary=True)
+                if not rows:
+                    continue
+                if table == PROMPT_TABLE:
+                    self._merge(conn, table, rows)
+                else:
+                    self._copy(conn, sql.Identifier(table), table, rows)
 
     def write_idempotent(self, batch: Batch) -> None:
         """Replay path: rows already stored are skipped, never duplicated."""
@@ -243,35 +246,15 @@ class PgSink:
             self._bypasses_rls = bool(found and found[0])
         return self._bypasses_rls
 
+    @staticmethod
     def _copy(
-        self, conn: psycopg.Connection[Any], table: str, rows: list[Row], *, binary: bool
+        conn: psycopg.Connection[Any], target: sql.Identifier, table: str, rows: list[Row]
     ) -> None:
-        columns = COLUMNS[table]
-        names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns)
-        if table == PROMPT_TABLE:
-            # The owner also restores a body that payload retention blanked; other writers
-            # may only insert.
-            conflict = _RESTORE_PROMPT if self._bypasses_rls else sql.SQL("DO NOTHING")
-            conn.cursor().executemany(
-                sql.SQL("INSERT INTO {} ({}) VALUES (%s, %s, %s) ON CONFLICT {}").format(
-                    sql.Identifier(table), names, conflict
-                ),
-                rows,
-            )
-            return
-        fmt = sql.SQL("(FORMAT BINARY)" if binary else "")
-        statement = sql.SQL("COPY {} ({}) FROM STDIN {}").format(sql.Identifier(table), names, fmt)
-        with conn.cursor().copy(statement) as copy:
-            if binary:
-                copy.set_types([kind for _, kind in columns])
-            write_row: Callable[[Row], None] = copy.write_row
-            for row in rows:
-                write_row(row)
+        names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in COLUMNS[table])
+        with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, names)) as copy:
+            copy.write("\n".join(rows) + "\n")
 
     def _merge(self, conn: psycopg.Connection[Any], table: str, rows: list[Row]) -> None:
-        if table == PROMPT_TABLE:
-            self._copy(conn, table, rows, binary=False)
-            return
         stage = sql.Identifier(f"pgtrail_stage_{table}")
         conn.execute(
             sql.SQL(
@@ -279,13 +262,18 @@ class PgSink:
                 "ON COMMIT DELETE ROWS"
             ).format(stage, sql.Identifier(table))
         )
+        self._copy(conn, stage, table, rows)
         names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in COLUMNS[table])
-        with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, names)) as copy:
-            for row in rows:
-                copy.write_row(row)
+        conflict = sql.SQL("DO NOTHING")
+        if table == PROMPT_TABLE and self._bypasses_rls:
+            # The owner also restores a body that payload retention blanked; other writers
+            # may only insert.
+            conflict = _RESTORE_PROMPT
+        # DISTINCT ON: one batch may carry the same prompt body twice (after a retry).
+        distinct = sql.SQL("DISTINCT ON (prompt_hash) " if table == PROMPT_TABLE else "")
         conn.execute(
-            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
-                sql.Identifier(table), names, names, stage
+            sql.SQL("INSERT INTO {} ({}) SELECT {}{} FROM {} ON CONFLICT {}").format(
+                sql.Identifier(table), names, distinct, names, stage, conflict
             )
         )
 

@@ -1,5 +1,8 @@
 """The on-disk spool: batches that could not reach PostgreSQL wait here as JSON lines.
 
+Each line is ``[table, row]``, the row being its ``COPY`` text line as the writer prepared
+it; files written by earlier versions hold ``[table, [values...]]`` and are read too.
+
 Each batch is one file, written to a temporary name, fsynced, renamed, and the folder
 fsynced, so a file either holds a whole batch or does not exist. Replay takes an exclusive
 ``flock`` on a file so several processes sharing a spool never replay the same batch twice
@@ -16,24 +19,17 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
+from pgtrail import copytext
 from pgtrail.errors import PgtrailError
 
 SUFFIX = ".jsonl"
 
-Row = tuple[Any, ...]
+Row = str
+"""One row as its ``COPY`` text line (see :mod:`pgtrail.copytext`)."""
 Batch = dict[str, list[Row]]
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, uuid.UUID | Decimal):
-        return str(value)
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return value
+"""Rows by table."""
 
 
 class Spool:
@@ -52,8 +48,7 @@ class Spool:
             with open(temp, "w", encoding="utf-8") as fh:
                 for table, rows in batch.items():
                     for row in rows:
-                        line = json.dumps([table, [_encode(v) for v in row]], ensure_ascii=False)
-                        fh.write(line + "\n")
+                        fh.write(json.dumps([table, row], ensure_ascii=False) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(temp, final)
@@ -106,8 +101,10 @@ class Spool:
             batch: Batch = {}
             for line in fh:
                 if line.strip():
-                    table, values = json.loads(line)
-                    batch.setdefault(table, []).append(tuple(values))
+                    table, row = json.loads(line)
+                    if isinstance(row, list):  # values, as earlier versions spooled them
+                        row = copytext.line(row)
+                    batch.setdefault(table, []).append(row)
             yield batch
 
     @staticmethod

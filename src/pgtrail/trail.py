@@ -386,8 +386,9 @@ class Trail:
                     "the clock returned a naive datetime; pgtrail needs UTC-aware"
                 )
             now = now.replace(tzinfo=dt.UTC)
+        # The event id (a UUIDv7 of this time) is assigned by the writer, off this path.
         return (
-            uuid7(int(now.timestamp() * 1000)),
+            None,
             state.execution_id,
             now,
             state.tenant_id,
@@ -580,7 +581,29 @@ def log_llm_execution(
     """
     trail = _trail_or_none("log_llm_execution")
     if trail is not None:
-        args = {k: v for k, v in locals().items() if v is not None and k != "trail"}
+        # Every argument, None included: cheaper than filtering here, and the writer skips
+        # the None values.
+        args = {
+            "agent_type": agent_type,
+            "model": model,
+            "provider": provider,
+            "event_type": event_type,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cached_input_tokens": cached_input_tokens,
+            "reasoning_tokens": reasoning_tokens,
+            "processing_time_ms": processing_time_ms,
+            "time_to_first_token_ms": time_to_first_token_ms,
+            "input_cost": input_cost,
+            "output_cost": output_cost,
+            "total_cost": total_cost,
+            "prompt": prompt,
+            "prompt_hash": prompt_hash,
+            "prompt_version": prompt_version,
+            "error": error,
+            "payload": payload,
+            "data": data,
+        }
         trail._log(LLM, args, "log_llm_execution")
 
 
