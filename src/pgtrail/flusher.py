@@ -109,10 +109,10 @@ class Flusher:
         if size >= self.settings.batch_size:
             if size >= self.settings.queue_size:
                 self._spill()
-            if self.background:
-                self._wake.set()
-            else:
+            if not self.background:
                 self.flush()
+            elif not self._wake.is_set():  # setting it takes a lock: once per wake-up
+                self._wake.set()
         if self.background and self._thread is None:
             self._start()
 

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -38,8 +38,7 @@ class Price:
         return self.valid_from <= day and (self.valid_to is None or day < self.valid_to)
 
 
-@dataclass(frozen=True)
-class Cost:
+class Cost(NamedTuple):
     """Input, output and total cost of one call, in USD."""
 
     input_cost: Decimal
@@ -82,7 +81,7 @@ class PriceBook:
 
     def find(self, model: str, at: dt.datetime) -> Price | None:
         """The most specific price valid for ``model`` on the day of ``at`` (UTC)."""
-        day = at.astimezone(dt.UTC).date()
+        day = (at if at.tzinfo is dt.UTC else at.astimezone(dt.UTC)).date()
         key = (model, day)
         if key in self._found:
             return self._found[key]

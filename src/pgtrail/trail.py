@@ -378,45 +378,45 @@ class Trail:
 
     # -- events ------------------------------------------------------------------------------
 
-    def _stamp(self, state: ExecutionState, span: Span | None) -> Stamp:
-        now = self.clock()
-        if now.tzinfo is None:
-            if self.settings.strict:
-                raise ValidationError(
-                    "the clock returned a naive datetime; pgtrail needs UTC-aware"
-                )
-            now = now.replace(tzinfo=dt.UTC)
-        # The event id (a UUIDv7 of this time) is assigned by the writer, off this path.
-        return (
-            None,
-            state.execution_id,
-            now,
-            state.tenant_id,
-            state.user_id,
-            state.session_id,
-            (span or state.root_span).span_id,
-        )
-
     def _now(self) -> dt.datetime:
         now = self.clock()
         return now if now.tzinfo is not None else now.replace(tzinfo=dt.UTC)
 
-    def _log(self, table: str, args: dict[str, Any], helper: str) -> None:
-        state, span = correlation.current()
-        if state is None:
-            self._no_execution(helper)
-            return
+    def _log(
+        self,
+        state: ExecutionState,
+        span: Span | None,
+        table: str,
+        args: dict[str, Any],
+        helper: str,
+    ) -> None:
+        """Stamps one record of ``state`` and enqueues it (or holds it, when sampling)."""
         try:
-            stamp = self._stamp(state, span)
+            now = self.clock()
+            if now.tzinfo is None:
+                if self.settings.strict:
+                    raise ValidationError(
+                        "the clock returned a naive datetime; pgtrail needs UTC-aware"
+                    )
+                now = now.replace(tzinfo=dt.UTC)
+            # The event id (a UUIDv7 of this time) is assigned by the writer, off this path.
+            stamp: Stamp = (
+                None,
+                state.execution_id,
+                now,
+                state.tenant_id,
+                state.user_id,
+                state.session_id,
+                (span or state.root_span).span_id,
+            )
             if table == LLM:
                 args["_context"] = state.llm_context
             if self.settings.strict:
                 self._flusher.preparer.check(table, stamp, args)
-            self._sampler.route(state.execution_id, (table, stamp, args))
-        except PgtrailError:
-            if self.settings.strict:
-                raise
-            log.exception("pgtrail: %s failed", helper)
+            if self._sampler.active:
+                self._sampler.route(state.execution_id, (table, stamp, args))
+            else:
+                self._flusher.submit((table, stamp, args))
         except Exception:
             if self.settings.strict:
                 raise
@@ -537,8 +537,8 @@ def _uuid_or_none(raw: str | None) -> uuid.UUID | None:
 # -- module-level helpers acting on the current execution ----------------------------------
 
 
-def _trail_or_none(helper: str) -> Trail | None:
-    state, _ = correlation.current()
+def _current_or_none(helper: str) -> tuple[ExecutionState, Span | None] | None:
+    state, span = correlation.current()
     if state is None:
         message = (
             f"pgtrail: {helper} called outside any execution; open one with "
@@ -548,7 +548,7 @@ def _trail_or_none(helper: str) -> Trail | None:
             raise NoActiveExecutionError(message)
         _report_once(f"none:{helper}", message)
         return None
-    return state.trail
+    return state, span
 
 
 def log_llm_execution(
@@ -579,8 +579,8 @@ def log_llm_execution(
     ``prompt`` is the prompt body, stored once in ``pgtrail_prompt`` and referenced by hash;
     ``payload`` takes the request and response bodies; ``data`` goes to particular_data.
     """
-    trail = _trail_or_none("log_llm_execution")
-    if trail is not None:
+    current = _current_or_none("log_llm_execution")
+    if current is not None:
         # Every argument, None included: cheaper than filtering here, and the writer skips
         # the None values.
         args = {
@@ -604,7 +604,8 @@ def log_llm_execution(
             "payload": payload,
             "data": data,
         }
-        trail._log(LLM, args, "log_llm_execution")
+        state, span = current
+        state.trail._log(state, span, LLM, args, "log_llm_execution")
 
 
 def log_agent_execution(
@@ -616,8 +617,8 @@ def log_agent_execution(
     data: dict[str, Any] | None = None,
 ) -> None:
     """Logs what an agent decided: a typed event model, or ``event_type`` with ``data``."""
-    trail = _trail_or_none("log_agent_execution")
-    if trail is None:
+    current = _current_or_none("log_agent_execution")
+    if current is None:
         return
     args: dict[str, Any] = {"agent_type": agent_type}
     if event is not None:
@@ -630,14 +631,17 @@ def log_agent_execution(
         args["duration_ms"] = duration_ms
     if data is not None:
         args["data"] = data
-    trail._log(AGENT, args, "log_agent_execution")
+    state, span = current
+    state.trail._log(state, span, AGENT, args, "log_agent_execution")
 
 
 def log_user_journey(event_type: str, data: dict[str, Any] | None = None) -> None:
     """Logs one user-journey event (message, state transition, feedback...)."""
-    trail = _trail_or_none("log_user_journey")
-    if trail is not None:
-        trail._log(JOURNEY, {"event_type": event_type, "data": data or {}}, "log_user_journey")
+    current = _current_or_none("log_user_journey")
+    if current is not None:
+        state, span = current
+        args = {"event_type": event_type, "data": data or {}}
+        state.trail._log(state, span, JOURNEY, args, "log_user_journey")
 
 
 def _close_all() -> None:
