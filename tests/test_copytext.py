@@ -151,3 +151,45 @@ def test_costs_of_spooled_calls_are_filled_from_their_lines(settings: Settings) 
     assert fields[-5] is not None and Decimal(str(fields[-5])) > 0
     assert fields[9] == NASTY  # the other fields are untouched
     assert rows(settings.dsn, "SELECT 1 FROM logs_llm_execution") == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"model": "gpt-4o", "input_tokens": 1200, "output_tokens": 80, "agent_type": "coach"},
+        {
+            "model": "gpt-4o",
+            "provider": "openai",
+            "event_type": "llm_error",
+            "error": "upstream 503",
+            "input_tokens": 10,
+            "cached_input_tokens": 4,
+            "reasoning_tokens": 2,
+            "processing_time_ms": 900,
+            "time_to_first_token_ms": 120,
+            "prompt_hash": "abc",
+            "prompt_version": "v6",
+            "payload": {"completion": "hi"},
+            "data": {"turn": 3},
+        },
+        {"model": "no-such-model", "input_tokens": 5, "data": {"x": None}},
+        {"agent_type": None, "model": None, "data": None},
+    ],
+)
+def test_the_one_pass_row_of_a_plain_call_is_the_general_paths_row(
+    settings: Settings, args: dict[str, object]
+) -> None:
+    with Trail(settings, sync=True) as trail:
+        trail._flusher.sink.refresh_prices()
+        prices = trail._flusher.preparer.prices
+    when = dt.datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
+    stamp = (uuid.uuid4(), uuid.uuid4(), when, "acme", "u1", "s1", "ab12")
+    call = {**args, "_context": {"workflow": "001 Main", "feature": None}}
+    one_pass = RecordPreparer(settings, prices)
+    general = RecordPreparer(settings, prices)
+    general._plain_llm_row = lambda *_: None  # type: ignore[method-assign]
+    fast = one_pass.prepare_one("logs_llm_execution", stamp, dict(call))
+    slow = general.prepare_one("logs_llm_execution", stamp, dict(call))
+    assert one_pass._plain_llm_row("common", when, dict(call)) is not None  # took the one pass
+    assert fast == slow
+    assert len(copytext.fields(fast[0][1])) == 25

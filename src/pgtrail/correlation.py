@@ -98,6 +98,13 @@ class ExecutionState:
     status: str = "success"
     error: str | None = None
     llm_context: dict[str, Any] = field(default_factory=dict)
+    # The id as the writer stores it. Records are stamped with this string, not the UUID
+    # object: a stamp of plain values leaves the garbage collector's lists at its first pass,
+    # which matters while thousands of records wait in the queue.
+    execution_hex: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.execution_hex = self.execution_id.hex
 
     def meta(self) -> dict[str, str]:
         """The Redis hash of an open execution."""

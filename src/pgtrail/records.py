@@ -63,6 +63,7 @@ _LLM_PLAIN_TYPES: dict[str, type] = {
     "payload": dict,
     "data": dict,
 }
+_LLM_KEYS = frozenset({*_LLM_PLAIN_TYPES, _PROMPT, _CONTEXT})
 _AGENT_KEYS = frozenset({"event", "agent_type", "event_type", "duration_ms", "data"})
 _JOURNEY_KEYS = frozenset({"event_type", "data"})
 _LLM_COLUMNS = [name for name, _ in COLUMNS[LLM]]
@@ -76,9 +77,11 @@ _TOTAL_COST = _LLM_COLUMNS.index("total_cost")
 # Rejects NaN and infinities in one C call, where orjson would silently write null.
 _NAN_CHECK = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
-Stamp = tuple[uuid.UUID | None, uuid.UUID, dt.datetime, str, str | None, str | None, str | None]
-"""event_id (None: the writer assigns a UUIDv7), execution_id, created_at, tenant_id,
-user_id, session_id, span_id."""
+Stamp = tuple[
+    uuid.UUID | None, uuid.UUID | str, dt.datetime, str, str | None, str | None, str | None
+]
+"""event_id (None: the writer assigns a UUIDv7), execution_id (a UUID or its 32 hex digits),
+created_at, tenant_id, user_id, session_id, span_id."""
 
 Item = tuple[str, Stamp, dict[str, Any]]
 """What the ``log_*`` helpers enqueue: table, stamp, the caller's arguments."""
@@ -320,7 +323,7 @@ class RecordPreparer:
         return f"{eid}\t{execution_hex}\t{copytext.timestamp(created_at)}\t{people}\t{span}"
 
     def _people_fields(
-        self, execution_id: uuid.UUID, tenant_id: Any, user_id: Any, session_id: Any
+        self, execution_id: uuid.UUID | str, tenant_id: Any, user_id: Any, session_id: Any
     ) -> tuple[str, str, list[str]]:
         notes: list[str] = []
         user = self._text(user_id, "user_id", notes) if user_id is not None else None
@@ -328,7 +331,8 @@ class RecordPreparer:
             user = hash_user_id(user, self.settings.user_hmac_key)
         tenant = self._text(tenant_id, "tenant_id", notes) or "default"
         session = self._text(session_id, "session_id", notes) if session_id is not None else None
-        return execution_id.hex, f"{escape(tenant)}\t{_field(user)}\t{_field(session)}", notes
+        execution_hex = execution_id if isinstance(execution_id, str) else execution_id.hex
+        return execution_hex, f"{escape(tenant)}\t{_field(user)}\t{_field(session)}", notes
 
     def _llm(
         self,
@@ -338,6 +342,10 @@ class RecordPreparer:
         notes: list[str],
         sampled_out: float | None = None,
     ) -> list[tuple[str, Row]]:
+        if sampled_out is None and not notes and self.redactor is None:
+            plain = self._plain_llm_row(common, created_at, args)
+            if plain is not None:
+                return [(LLM, plain)]
         context = args.get(_CONTEXT)
         if self.redactor is None and _plain_llm_call(args, self.settings.max_field_chars):
             call = args  # already clean, and escape-free
@@ -389,6 +397,66 @@ class RecordPreparer:
             )
         )
         return rows
+
+    def _plain_llm_row(
+        self, common: str, created_at: dt.datetime, args: dict[str, Any]
+    ) -> str | None:
+        """The row of the most common call, in one pass; None when it needs the general path.
+
+        That call has only clean, escape-free text, token counts and latencies that fit,
+        costs to infer, no prompt body and dictionaries for ``data`` and ``payload``.
+        """
+        get = args.get
+        if not args.keys() <= _LLM_KEYS or get(_PROMPT) is not None:
+            return None
+        event_type = get("event_type") or "llm_valid_execution"
+        if event_type not in LLM_OUTCOMES:
+            return None
+        if get("input_cost") is not None or get("output_cost") is not None:
+            return None
+        if get("total_cost") is not None:
+            return None
+        texts = (
+            get("agent_type"),
+            get("provider"),
+            get("model"),
+            get("prompt_hash"),
+            get("prompt_version"),
+            get("error"),
+        )
+        max_chars = self.settings.max_field_chars
+        for text in texts:
+            if text is not None and not _plain_text(text, max_chars):
+                return None
+        numbers = (
+            get("input_tokens"),
+            get("output_tokens"),
+            get("cached_input_tokens"),
+            get("reasoning_tokens"),
+            get("processing_time_ms"),
+            get("time_to_first_token_ms"),
+        )
+        for number in numbers:
+            if number is not None and not (type(number) is int and 0 <= number <= INT4_MAX):
+                return None
+        data, payload = get("data"), get("payload")
+        if (data is not None and type(data) is not dict) or (
+            payload is not None and type(payload) is not dict
+        ):
+            return None
+        cost = self.prices.cost(texts[2], created_at, numbers[0], numbers[1], numbers[2])
+        costs = (
+            f"{NULL}\t{NULL}\t{NULL}"
+            if cost is None
+            else f"{cost.input_cost}\t{cost.output_cost}\t{cost.total_cost}"
+        )
+        context = get(_CONTEXT)
+        extra = {k: v for k, v in context.items() if v is not None} if context else None
+        particular = self._json(data, "data", [], extra)
+        body = NULL if payload is None else self._json(payload, "payload", [])
+        named = "\t".join([NULL if v is None else str(v) for v in (*texts[:5], *numbers)])
+        error = NULL if texts[5] is None else texts[5]
+        return f"{common}\t{event_type}\t{particular}\t{named}\t{costs}\t{error}\t{body}"
 
     def _costs(self, call: dict[str, Any], created_at: dt.datetime) -> str:
         """The three cost fields: as given, or priced from the tokens."""

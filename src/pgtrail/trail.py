@@ -402,7 +402,7 @@ class Trail:
             # The event id (a UUIDv7 of this time) is assigned by the writer, off this path.
             stamp: Stamp = (
                 None,
-                state.execution_id,
+                state.execution_hex,
                 now,
                 state.tenant_id,
                 state.user_id,
