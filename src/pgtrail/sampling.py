@@ -294,11 +294,12 @@ class Sampler:
         self._ended: collections.OrderedDict[uuid.UUID, _Hold] = collections.OrderedDict()
         self._held = 0
         self._lock = threading.Lock()
+        self._active = config.active  # asked for every record: computed once
 
     @property
     def active(self) -> bool:
         """Whether any workflow is sampled below 100%."""
-        return self.config.active
+        return self._active
 
     def begin(self, execution_id: uuid.UUID, workflow: str, *, opened_here: bool) -> bool:
         """Decides an execution's sampling; True when this call owns its hold.
@@ -306,7 +307,7 @@ class Sampler:
         An execution opened here decides from its workflow's rate and shares the decision
         through Redis; a joined one reads that decision, or decides the same way.
         """
-        if not self.config.active or execution_id in self._holds:
+        if not self._active or execution_id in self._holds:
             return False
         shared = None if opened_here else self._shared(execution_id)
         if shared is not None:
