@@ -427,14 +427,7 @@ class RecordPreparer:
             return None
         if get("total_cost") is not None:
             return None
-        texts = (
-            get("agent_type"),
-            get("provider"),
-            get("model"),
-            get("prompt_hash"),
-            get("prompt_version"),
-            get("error"),
-        )
+        texts = tuple(map(get, _LLM_TEXT_FIELDS))  # agent_type ... error, in column order
         max_chars = self.settings.max_field_chars
         for text in texts:
             if text is not None and not (
@@ -445,14 +438,7 @@ class RecordPreparer:
                 and "\\" not in text
             ):
                 return None
-        numbers = (
-            get("input_tokens"),
-            get("output_tokens"),
-            get("cached_input_tokens"),
-            get("reasoning_tokens"),
-            get("processing_time_ms"),
-            get("time_to_first_token_ms"),
-        )
+        numbers = tuple(map(get, _INT_FIELDS))
         for number in numbers:
             if number is not None and not (type(number) is int and 0 <= number <= INT4_MAX):
                 return None
