@@ -160,12 +160,12 @@ class Flusher:
         return items
 
     def _drain(self) -> None:
-        """Writes everything queued, batch by batch, then replays the spool if it can."""
+        """Prepares everything queued for the writer, batch by batch; then a spool replay."""
         with self._lock:
             self._busy = True
             try:
                 while self.queue:
-                    self._write_batch(self._take(self.settings.batch_size))
+                    self._prepare_batch(self._take(self.settings.batch_size))
                 if self._on_flush:
                     self._on_flush()
                 if time.monotonic() >= self._db_down_until and self.spool.files():
@@ -179,7 +179,8 @@ class Flusher:
                 with self._idle:
                     self._idle.notify_all()
 
-    def _write_batch(self, items: list[Item]) -> None:
+    def _prepare_batch(self, items: list[Item]) -> None:
+        """Prepares one batch and hands it to the writer thread (or writes it, without one)."""
         if not items:
             return
         db_up = time.monotonic() >= self._db_down_until

@@ -447,12 +447,7 @@ class RecordPreparer:
             payload is not None and type(payload) is not dict
         ):
             return None
-        cost = self.prices.cost(texts[2], created_at, numbers[0], numbers[1], numbers[2])
-        costs = (
-            f"{NULL}\t{NULL}\t{NULL}"
-            if cost is None
-            else f"{cost.input_cost}\t{cost.output_cost}\t{cost.total_cost}"
-        )
+        costs = self._costs(args, created_at)
         context = get(_CONTEXT)
         extra = {k: v for k, v in context.items() if v is not None} if context else None
         particular = self._json(data, "data", [], extra)
