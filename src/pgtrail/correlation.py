@@ -98,6 +98,9 @@ class ExecutionState:
     status: str = "success"
     error: str | None = None
     llm_context: dict[str, Any] = field(default_factory=dict)
+    # ``llm_context`` as JSON object members, added to each LLM record's particular_data;
+    # None when it is not clean JSON (the writer then cleans the dictionary itself).
+    llm_members: str | None = None
     # The id as the writer stores it. Records are stamped with this string, not the UUID
     # object: a stamp of plain values leaves the garbage collector's lists at its first pass,
     # which matters while thousands of records wait in the queue.

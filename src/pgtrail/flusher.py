@@ -26,6 +26,7 @@ from pgtrail import copytext
 from pgtrail.config import Settings
 from pgtrail.records import Item, RecordPreparer, Rejected
 from pgtrail.sink import PgSink, SinkUnavailableError
+from pgtrail.snapshot import freeze
 from pgtrail.spool import Batch, Spool
 
 log = logging.getLogger("pgtrail")
@@ -102,6 +103,13 @@ class Flusher:
 
     def submit(self, item: Item) -> None:
         """Enqueues one record; never waits on the network."""
+        try:
+            table, stamp, args = item
+            frozen = freeze(table, args, self.settings.max_field_chars)
+            if frozen is not args:
+                item = (table, stamp, frozen)
+        except Exception:  # left as it is: the writer cleans it and says why
+            log.debug("pgtrail: a record could not be frozen", exc_info=True)
         queue = self.queue
         queue.append(item)
         self.stats.enqueued += 1

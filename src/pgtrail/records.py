@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import math
 import time
 import uuid
@@ -23,7 +22,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import orjson
 import pydantic
 
 from pgtrail import copytext
@@ -37,6 +35,16 @@ from pgtrail.redact import Redactor, hash_user_id
 from pgtrail.sampling import MARK, SAMPLED_OUT, mark, strip_bodies
 from pgtrail.sanitize import Sanitizer, dumps
 from pgtrail.sink import AGENT, COLUMNS, EXECUTION, JOURNEY, LLM, PROMPT_TABLE
+from pgtrail.snapshot import (
+    CONTEXT,
+    CONTEXT_MEMBERS,
+    DATA_JSON,
+    PAYLOAD_JSON,
+    clean_json,
+    members,
+    splice,
+    thaw,
+)
 from pgtrail.spool import Batch, Row
 
 INT4_MAX = 2_147_483_647
@@ -54,7 +62,7 @@ _KNOWN_PROMPTS_MAX = 10_000
 _KNOWN_PROMPTS_TTL_S = 3600.0
 _PEOPLE_MAX = 10_000
 _EVENT_TYPE_CHARS = 200
-_CONTEXT = "_context"
+_CONTEXT = CONTEXT
 _PROMPT = "prompt"
 _LLM_PLAIN_TYPES: dict[str, type] = {
     **dict.fromkeys(_INT_FIELDS, int),
@@ -63,9 +71,11 @@ _LLM_PLAIN_TYPES: dict[str, type] = {
     "payload": dict,
     "data": dict,
 }
-_LLM_KEYS = frozenset({*_LLM_PLAIN_TYPES, _PROMPT, _CONTEXT})
-_AGENT_KEYS = frozenset({"event", "agent_type", "event_type", "duration_ms", "data"})
-_JOURNEY_KEYS = frozenset({"event_type", "data"})
+_LLM_KEYS = frozenset(
+    {*_LLM_PLAIN_TYPES, _PROMPT, _CONTEXT, CONTEXT_MEMBERS, DATA_JSON, PAYLOAD_JSON}
+)
+_AGENT_KEYS = frozenset({"event", "agent_type", "event_type", "duration_ms", "data", DATA_JSON})
+_JOURNEY_KEYS = frozenset({"event_type", "data", DATA_JSON})
 _LLM_COLUMNS = [name for name, _ in COLUMNS[LLM]]
 _MODEL = _LLM_COLUMNS.index("model_target")
 _INPUT_TOKENS = _LLM_COLUMNS.index("input_tokens")
@@ -74,8 +84,6 @@ _CACHED_TOKENS = _LLM_COLUMNS.index("cached_input_tokens")
 _INPUT_COST = _LLM_COLUMNS.index("input_cost")
 _OUTPUT_COST = _LLM_COLUMNS.index("output_cost")
 _TOTAL_COST = _LLM_COLUMNS.index("total_cost")
-# Rejects NaN and infinities in one C call, where orjson would silently write null.
-_NAN_CHECK = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 Stamp = tuple[
     uuid.UUID | None, uuid.UUID | str, dt.datetime, str, str | None, str | None, str | None
@@ -176,6 +184,8 @@ class RecordPreparer:
         # The execution id, tenant, user and session fields of recent executions: the same
         # for each of their records, and hashing a user id costs more than the rest.
         self._people: dict[tuple[Any, ...], tuple[str, str, list[str]]] = {}
+        self._second = math.nan  # the UTC second whose text is _second_text
+        self._second_text = ""
 
     def prepare(self, items: list[Item]) -> tuple[Batch, list[Rejected]]:
         """Lines grouped by table, and the records that could not be stored."""
@@ -210,7 +220,7 @@ class RecordPreparer:
         common = self._common(stamp, notes)
         sampled_out: float | None = args.get(SAMPLED_OUT)
         if sampled_out is not None:  # a sampled-out execution's record: bodies are dropped
-            args = {k: v for k, v in args.items() if k != SAMPLED_OUT}
+            args = {k: v for k, v in thaw(args).items() if k != SAMPLED_OUT}
         if table == LLM:
             return self._llm(common, stamp[2], args, notes, sampled_out)
         if table == AGENT:
@@ -269,7 +279,7 @@ class RecordPreparer:
         if extra:
             value = {**(value if isinstance(value, dict) else {"value": value}), **extra}
         if self.redactor is None and not notes:
-            fast = self._fast_dumps(value)
+            fast = clean_json(value, self.settings.max_field_chars)
             if fast is not None:
                 return escape_json(fast)
         clean, problems = self.sanitizer.json(value, field)
@@ -283,30 +293,12 @@ class RecordPreparer:
 
     def _plain_json(self, value: Any, field: str, notes: list[str]) -> str:
         """A ``jsonb`` field of pgtrail's own structure: problems go to ``notes``, not inside."""
-        fast = self._fast_dumps(value, may_hold_nan=False)
+        fast = clean_json(value, self.settings.max_field_chars, may_hold_nan=False)
         if fast is not None:
             return escape_json(fast)
         clean, problems = self.sanitizer.json(value, field)
         notes.extend(problems)
         return escape_json(dumps(clean))
-
-    def _fast_dumps(self, value: Any, *, may_hold_nan: bool = True) -> str | None:
-        """Serialises clean data in one C call; None when it needs the sanitiser's walk."""
-        try:
-            # orjson refuses surrogates, non-str keys, cycles, deep nesting and unknown
-            # types: all left to the sanitiser.
-            raw = orjson.dumps(value)
-        except (TypeError, ValueError, RecursionError):
-            return None
-        if len(raw) > self.settings.max_field_chars or b"\\u0000" in raw:
-            return None  # an oversized field, or NUL, which jsonb refuses
-        if may_hold_nan and b"null" in raw:
-            # orjson writes NaN and infinities as null: the sanitiser says what it changed.
-            try:
-                _NAN_CHECK.encode(value)
-            except (TypeError, ValueError, RecursionError):
-                return None
-        return raw.decode()
 
     def _common(self, stamp: Stamp, notes: list[str]) -> str:
         """The first seven fields of every log row."""
@@ -326,12 +318,21 @@ class RecordPreparer:
         if problems:
             notes.extend(problems)
         at = created_at if created_at.tzinfo is dt.UTC else created_at.astimezone(dt.UTC)
-        eid = uuid7_hex(int(at.timestamp() * 1000)) if event_id is None else event_id.hex
+        seconds = at.timestamp()
+        eid = uuid7_hex(int(seconds * 1000)) if event_id is None else event_id.hex
+        # isoformat() of an aware datetime costs more than the rest of these fields: the
+        # text of the whole second is kept, as most records share it with the one before.
+        whole = seconds // 1
+        if whole != self._second:
+            self._second = whole
+            self._second_text = at.replace(microsecond=0, tzinfo=None).isoformat(" ")
         if type(span_id) is str and span_id.isascii() and span_id.isalnum() and len(span_id) < 65:
             span = span_id  # the usual hex id: nothing to clean or escape
         else:
             span = self._text_field(span_id, "span_id", notes)
-        return f"{eid}\t{execution_hex}\t{at.isoformat(' ')}\t{people}\t{span}"
+        return (
+            f"{eid}\t{execution_hex}\t{self._second_text}.{at.microsecond:06d}+00:00\t{people}\t{span}"
+        )
 
     def _people_fields(
         self, execution_id: uuid.UUID | str, tenant_id: Any, user_id: Any, session_id: Any
@@ -357,6 +358,7 @@ class RecordPreparer:
             plain = self._plain_llm_row(common, created_at, args)
             if plain is not None:
                 return [(LLM, plain)]
+        args = thaw(args)
         context = args.get(_CONTEXT)
         if self.redactor is None and _plain_llm_call(args, self.settings.max_field_chars):
             call = args  # already clean, and escape-free
@@ -447,14 +449,25 @@ class RecordPreparer:
             payload is not None and type(payload) is not dict
         ):
             return None
+        extra = get(CONTEXT_MEMBERS)
+        if extra is None:
+            context = get(_CONTEXT)
+            extra = members(context, max_chars) if context else ""
+        particular = get(DATA_JSON) or clean_json({} if data is None else data, max_chars)
+        body = get(PAYLOAD_JSON)
+        if body is None and payload is not None:
+            body = clean_json(payload, max_chars)
+            if body is None:
+                return None
+        if particular is None or extra is None:
+            return None  # not clean: the general path cleans it and says what it changed
         costs = self._costs(args, created_at)
-        context = get(_CONTEXT)
-        extra = {k: v for k, v in context.items() if v is not None} if context else None
-        particular = self._json(data, "data", [], extra)
-        body = NULL if payload is None else self._json(payload, "payload", [])
         named = "\t".join([NULL if v is None else str(v) for v in (*texts[:5], *numbers)])
         error = NULL if texts[5] is None else texts[5]
-        return f"{common}\t{event_type}\t{particular}\t{named}\t{costs}\t{error}\t{body}"
+        return (
+            f"{common}\t{event_type}\t{escape_json(splice(particular, extra))}\t{named}\t"
+            f"{costs}\t{error}\t{NULL if body is None else escape_json(body)}"
+        )
 
     def _costs(self, call: dict[str, Any], created_at: dt.datetime) -> str:
         """The three cost fields: as given, or priced from the tokens."""
@@ -543,19 +556,15 @@ class RecordPreparer:
         sampled_out: float | None = None,
     ) -> Row:
         event = args.get("event")
-        data: dict[str, Any] = {}
-        if event is not None:
-            if not isinstance(event, AgentEvent):
-                raise RecordError(
-                    f"event must be a pgtrail agent event model, not {type(event).__name__}"
-                )
-            data.update(event.model_dump(mode="python", by_alias=True, exclude_none=True))
+        if event is not None and not isinstance(event, AgentEvent):
+            raise RecordError(
+                f"event must be a pgtrail agent event model, not {type(event).__name__}"
+            )
         event_type = args.get("event_type")
         if event_type is None and event is not None:
             event_type = event.event_type
         agent_type = args.get("agent_type")
         duration = args.get("duration_ms")
-        extra_data = args.get("data")
         max_chars = self.settings.max_field_chars
         plain = (
             self.redactor is None
@@ -564,6 +573,18 @@ class RecordPreparer:
             and (agent_type is None or _plain_text(agent_type, max_chars))
             and (duration is None or (type(duration) is int and 0 <= duration <= INT4_MAX))
         )
+        frozen = args.get(DATA_JSON)
+        if frozen is not None:
+            if plain and sampled_out is None and not notes:
+                # The event's fields and the caller's data, frozen as one object at the call.
+                duration_member = "" if duration is None else f'"event_duration_ms":{duration}'
+                particular = escape_json(splice(frozen, duration_member))
+                return f"{common}\t{event_type}\t{particular}\t{agent_type or NULL}"
+            args = thaw(args)
+        data: dict[str, Any] = {}
+        if event is not None:
+            data.update(event.model_dump(mode="python", by_alias=True, exclude_none=True))
+        extra_data = args.get("data")
         if plain:
             type_field, agent_field = str(event_type), NULL if agent_type is None else agent_type
         else:
@@ -587,13 +608,16 @@ class RecordPreparer:
         self, common: str, args: dict[str, Any], notes: list[str], sampled_out: float | None
     ) -> Row:
         event_type = args.get("event_type")
+        plain = (
+            self.redactor is None and args.keys() <= _JOURNEY_KEYS and _plain_event_type(event_type)
+        )
+        frozen = args.get(DATA_JSON)
+        if frozen is not None:
+            if plain and sampled_out is None and not notes:
+                return f"{common}\t{event_type}\t{escape_json(frozen)}"
+            args = thaw(args)
         data = args.get("data")
-        if (
-            self.redactor is None
-            and args.keys() <= _JOURNEY_KEYS
-            and _plain_event_type(event_type)
-            and (data is None or type(data) is dict)
-        ):
+        if plain and (data is None or type(data) is dict):
             type_field = str(event_type)
         else:
             record = JourneyRecord.model_validate(args)

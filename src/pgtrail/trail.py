@@ -31,6 +31,14 @@ from pgtrail.models import AgentEvent
 from pgtrail.records import Stamp
 from pgtrail.sampling import Sampler, SamplingConfig
 from pgtrail.sink import AGENT, EXECUTION, JOURNEY, LLM, PgSink
+from pgtrail.snapshot import (
+    CONTEXT,
+    CONTEXT_MEMBERS,
+    DATA_JSON,
+    PAYLOAD_JSON,
+    frozen_dict,
+    members,
+)
 
 log = logging.getLogger("pgtrail")
 
@@ -136,6 +144,11 @@ class Trail:
 
     # -- executions and processes --------------------------------------------------------
 
+    def _set_llm_context(self, state: ExecutionState, context: dict[str, Any]) -> None:
+        """What every LLM record of ``state`` adds to its particular_data."""
+        state.llm_context = context
+        state.llm_members = members(context, self.settings.max_field_chars)
+
     @contextlib.contextmanager
     def execution(
         self,
@@ -170,7 +183,7 @@ class Trail:
             root_span=root,
             spans=[root],
         )
-        state.llm_context = {"workflow": workflow, "feature": ctx.get("feature")}
+        self._set_llm_context(state, {"workflow": workflow, "feature": ctx.get("feature")})
         self.redis.open(state)
         self._sampler.begin(state.execution_id, workflow, opened_here=True)
         tokens = correlation.activate(state, root)
@@ -224,7 +237,9 @@ class Trail:
             is_root=False,
             root_span=anchor,
         )
-        state.llm_context = {"workflow": state.workflow, "feature": state.context.get("feature")}
+        self._set_llm_context(
+            state, {"workflow": state.workflow, "feature": state.context.get("feature")}
+        )
         owns_sampling = self._sampler.begin(state.execution_id, state.workflow, opened_here=False)
         tokens = correlation.activate(state, anchor)
         failed = False
@@ -410,7 +425,10 @@ class Trail:
                 (span or state.root_span).span_id,
             )
             if table == LLM:
-                args["_context"] = state.llm_context
+                if state.llm_members is not None:
+                    args[CONTEXT_MEMBERS] = state.llm_members
+                else:
+                    args[CONTEXT] = state.llm_context
             if self.settings.strict:
                 self._flusher.preparer.check(table, stamp, args)
             if self._sampler.active:
@@ -581,6 +599,12 @@ def log_llm_execution(
     """
     current = _current_or_none("log_llm_execution")
     if current is not None:
+        state, span = current
+        # Frozen here rather than in the flusher's submit: the dictionary below then holds
+        # only strings and numbers from the start (see pgtrail.snapshot).
+        max_chars = state.trail.settings.max_field_chars
+        data_json = frozen_dict(data, max_chars)
+        payload_json = frozen_dict(payload, max_chars)
         # Every argument, None included: cheaper than filtering here, and the writer skips
         # the None values.
         args = {
@@ -601,10 +625,11 @@ def log_llm_execution(
             "prompt_hash": prompt_hash,
             "prompt_version": prompt_version,
             "error": error,
-            "payload": payload,
-            "data": data,
+            "payload": None if payload_json is not None else payload,
+            "data": None if data_json is not None else data,
+            PAYLOAD_JSON: payload_json,
+            DATA_JSON: data_json,
         }
-        state, span = current
         state.trail._log(state, span, LLM, args, "log_llm_execution")
 
 

@@ -1,0 +1,175 @@
+"""A record's JSON values serialised on the caller's thread, when they are clean.
+
+A queued record that holds dictionaries or models stays on the garbage collector's lists
+until the writer takes it; with tens of thousands waiting behind a busy writer, the
+collector's passes over them cost more than preparing them. Serialised at once, a record
+holds only strings and numbers, which the collector leaves alone. It also fixes what is
+stored at the moment of the call: a caller that changes its dictionary afterwards does not
+change the record it logged.
+
+Only clean values are frozen (what ``orjson`` writes with no NaN, NUL or oversized text);
+anything else stays as it was, for the writer's sanitiser to clean and explain.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from pgtrail.models import AgentEvent
+
+DATA_JSON = "_data_json"
+"""Key of the frozen ``data`` (a JSON object); ``data`` is then None."""
+PAYLOAD_JSON = "_payload_json"
+"""Key of the frozen ``payload`` (a JSON object); ``payload`` is then None."""
+CONTEXT_MEMBERS = "_context_members"
+"""Key of an LLM record's execution context, as JSON object members (no braces)."""
+CONTEXT = "_context"
+"""Key of an LLM record's execution context as a dictionary (when it could not be frozen)."""
+
+# Rejects NaN and infinities in one C call, where orjson would silently write null.
+_NAN_CHECK = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_LLM = "logs_llm_execution"
+_AGENT = "logs_agent_execution"
+_JOURNEY = "logs_user_journey"
+_EVENT_FIELDS: dict[type[BaseModel], tuple[tuple[str, str], ...] | None] = {}
+
+
+def clean_json(value: Any, max_chars: int, *, may_hold_nan: bool = True) -> str | None:
+    """``value`` as compact JSON in one C call; None when it needs the sanitiser's walk."""
+    try:
+        # orjson refuses surrogates, non-str keys, cycles, deep nesting and unknown types.
+        raw = orjson.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    text = raw.decode()  # `in` on str is several times cheaper than on bytes
+    if len(text) > max_chars or "\\u0000" in text:
+        return None  # an oversized field, or NUL, which jsonb refuses
+    if may_hold_nan and "null" in text:
+        # orjson writes NaN and infinities as null: the sanitiser says what it changed.
+        try:
+            _NAN_CHECK.encode(value)
+        except (TypeError, ValueError, RecursionError):
+            return None
+    return text
+
+
+def frozen_dict(value: Any, max_chars: int) -> str | None:
+    """A clean dictionary's JSON; None for anything else (left for the writer)."""
+    return clean_json(value, max_chars) if type(value) is dict else None
+
+
+def splice(obj: str, members: str) -> str:
+    """JSON object text with ``members`` added last: on a repeated key jsonb keeps the last."""
+    if not members:
+        return obj
+    if obj == "{}":
+        return "{" + members + "}"
+    return obj[:-1] + "," + members + "}"
+
+
+def members(value: dict[str, Any], max_chars: int) -> str | None:
+    """A dictionary's non-null entries as JSON object members, or None when not clean."""
+    text = clean_json({k: v for k, v in value.items() if v is not None}, max_chars)
+    return None if text is None else text[1:-1]
+
+
+def event_fields(event: AgentEvent) -> dict[str, Any] | None:
+    """``model_dump(by_alias=True, exclude_none=True)`` of a flat event model, cheaply.
+
+    None for a model that serialises itself (serializers, computed or excluded fields):
+    those keep their model for the writer.
+    """
+    fields = _field_names(type(event))
+    if fields is None:
+        return None
+    values = event.__dict__
+    dumped = {alias: v for name, alias in fields if (v := values.get(name)) is not None}
+    extra = event.__pydantic_extra__
+    if extra:
+        dumped.update((k, v) for k, v in extra.items() if v is not None)
+    return dumped
+
+
+def _field_names(model: type[BaseModel]) -> tuple[tuple[str, str], ...] | None:
+    if model in _EVENT_FIELDS:
+        return _EVENT_FIELDS[model]
+    decorators = model.__pydantic_decorators__
+    names: tuple[tuple[str, str], ...] | None = None
+    if not (
+        decorators.field_serializers
+        or decorators.model_serializers
+        or model.model_computed_fields
+        or any(f.exclude for f in model.model_fields.values())
+    ):
+        names = tuple(
+            (name, f.serialization_alias or f.alias or name)
+            for name, f in model.model_fields.items()
+        )
+    _EVENT_FIELDS[model] = names
+    return names
+
+
+def freeze(table: str, args: dict[str, Any], max_chars: int) -> dict[str, Any]:
+    """A record's arguments with its clean dictionaries (and agent event model) as JSON.
+
+    The result is a new dictionary, without the null arguments, that the garbage collector
+    never tracks when everything in it is a string or a number; ``args`` itself when
+    nothing could be frozen.
+    """
+    if table == _LLM:
+        frozen_data = frozen_dict(args.get("data"), max_chars)
+        frozen_payload = frozen_dict(args.get("payload"), max_chars)
+        if frozen_data is None and frozen_payload is None:
+            return args  # nothing to freeze (log_llm_execution froze it already)
+        # Built without the frozen dictionaries: a dict that once held one stays tracked.
+        frozen = (*(("data",) if frozen_data else ()), *(("payload",) if frozen_payload else ()))
+        thin = {k: v for k, v in args.items() if v is not None and k not in frozen}
+        if frozen_data is not None:
+            thin[DATA_JSON] = frozen_data
+        if frozen_payload is not None:
+            thin[PAYLOAD_JSON] = frozen_payload
+        return thin
+    if table == _AGENT:
+        data = args.get("data")
+        if data is not None and type(data) is not dict:
+            return args
+        event = args.get("event")
+        if event is not None:
+            if not isinstance(event, AgentEvent) or (dumped := event_fields(event)) is None:
+                return args
+            if data:
+                dumped.update(data)
+            data = dumped
+        if data is None or (text := clean_json(data, max_chars)) is None:
+            return args
+        thin = {k: v for k, v in args.items() if v is not None and k != "event" and k != "data"}
+        if event is not None and thin.get("event_type") is None:
+            thin["event_type"] = type(event).event_type
+        thin[DATA_JSON] = text
+        return thin
+    if table == _JOURNEY:
+        data = args.get("data")
+        if type(data) is dict and (text := clean_json(data, max_chars)) is not None:
+            thin = {k: v for k, v in args.items() if k != "data"}
+            thin[DATA_JSON] = text
+            return thin
+    return args
+
+
+def thaw(args: dict[str, Any]) -> dict[str, Any]:
+    """The record's arguments as the caller gave them (frozen JSON parsed back)."""
+    if DATA_JSON not in args and PAYLOAD_JSON not in args and CONTEXT_MEMBERS not in args:
+        return args
+    thawed = dict(args)
+    for key, frozen_key in (("data", DATA_JSON), ("payload", PAYLOAD_JSON)):
+        text = thawed.pop(frozen_key, None)
+        if text is not None:
+            thawed[key] = orjson.loads(text)
+    context = thawed.pop(CONTEXT_MEMBERS, None)
+    if context is not None:
+        thawed[CONTEXT] = orjson.loads("{" + context + "}")
+    return thawed

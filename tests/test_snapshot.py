@@ -1,0 +1,268 @@
+"""Records are frozen at the call: clean values as JSON, stored exactly; the rest as before."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import math
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from pydantic import computed_field, field_serializer
+
+import pgtrail
+from dbrows import one, rows
+from pgtrail import AgentDecision, ContextCompression, Guardrail, ToolCall, Trail, copytext
+from pgtrail.config import Settings
+from pgtrail.ids import execution_event_id, uuid7, uuid7_hex
+from pgtrail.models import AgentEvent
+from pgtrail.records import RecordPreparer
+from pgtrail.sampling import SAMPLED_OUT
+from pgtrail.snapshot import (
+    DATA_JSON,
+    clean_json,
+    event_fields,
+    freeze,
+    members,
+    splice,
+    thaw,
+)
+
+LLM, AGENT, JOURNEY = "logs_llm_execution", "logs_agent_execution", "logs_user_journey"
+LIMIT = 1_000_000
+
+
+class Scored(AgentEvent):
+    event_type = "scored"
+    score: float
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def doubled(self) -> float:
+        return self.score * 2
+
+
+class Rounded(AgentEvent):
+    event_type = "rounded"
+    value: float
+
+    @field_serializer("value")
+    def _round(self, value: float) -> float:
+        return round(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"nan": math.nan},
+        {"deep": [1, {"inf": math.inf}]},
+        {"nul": "a\x00b"},
+        {"surrogate": "\ud800"},
+        {1: "not a str key"},
+        {"obj": object()},
+        {"big": "x" * (LIMIT + 1)},
+    ],
+    ids=["nan", "nested-inf", "nul", "surrogate", "int-key", "object", "oversized"],
+)
+def test_values_the_sanitiser_must_see_are_not_frozen(value: dict[Any, Any]) -> None:
+    assert clean_json(value, LIMIT) is None
+    args = {"event_type": "e", "data": value}
+    assert freeze(JOURNEY, args, LIMIT) is args  # left as given, for the writer to clean
+
+
+def test_a_cycle_is_not_frozen() -> None:
+    cyclic: dict[str, Any] = {}
+    cyclic["self"] = cyclic
+    assert clean_json(cyclic, LIMIT) is None
+
+
+def test_clean_values_freeze_to_json_with_their_nulls() -> None:
+    assert clean_json({"a": None, "b": [1, 2.5, "é"]}, LIMIT) == '{"a":null,"b":[1,2.5,"é"]}'
+
+
+def test_a_frozen_record_is_never_tracked_by_the_garbage_collector() -> None:
+    llm = freeze(LLM, {"model": "m", "input_tokens": 3, "data": {"k": {"n": 1}}}, LIMIT)
+    agent = freeze(AGENT, {"event": AgentDecision(decisions={"a": {"b": 1}}), "data": None}, LIMIT)
+    journey = freeze(JOURNEY, {"event_type": "opened", "data": {"k": [1, 2]}}, LIMIT)
+    for frozen in (llm, agent, journey):
+        assert not gc.is_tracked(frozen), frozen
+        assert "data" not in frozen and DATA_JSON in frozen
+
+
+def test_freezing_keeps_what_it_does_not_freeze() -> None:
+    marked = freeze(JOURNEY, {"event_type": "e", "data": {"k": 1}, SAMPLED_OUT: 0.1}, LIMIT)
+    assert marked[SAMPLED_OUT] == 0.1
+    wrong = freeze(LLM, {"data": "not a dict", "payload": {"p": 1}}, LIMIT)
+    assert wrong["data"] == "not a dict"  # the writer rejects it with a clear reason
+    assert thaw(wrong) == {"data": "not a dict", "payload": {"p": 1}}
+    not_a_model = {"event": {"plain": "dict"}, "data": None}
+    assert freeze(AGENT, not_a_model, LIMIT) is not_a_model
+
+
+def test_thaw_gives_back_the_callers_values() -> None:
+    args = {"model": "m", "data": {"k": [1, {"x": None}]}, "payload": {"p": "é"}}
+    assert thaw(freeze(LLM, dict(args), LIMIT)) == {"model": "m", **args}
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        AgentDecision(decisions={"flow": {"x": None}}),
+        ContextCompression.model_validate(
+            {"context_management": {"score": 0.1}, "note": None, "extra_field": [1]}
+        ),
+        ToolCall(tool="search", args={"q": "x"}, permission="allowed"),
+        Guardrail(name="pii", passed=False),
+    ],
+    ids=["alias", "extras", "tool-call", "guardrail"],
+)
+def test_event_fields_are_model_dump_by_alias_without_nulls(event: AgentEvent) -> None:
+    assert event_fields(event) == event.model_dump(mode="python", by_alias=True, exclude_none=True)
+
+
+def test_models_that_serialise_themselves_keep_their_model() -> None:
+    for event in (Scored(score=1.5), Rounded(value=2.6)):
+        assert event_fields(event) is None
+        args = {"event": event, "data": None}
+        assert freeze(AGENT, args, LIMIT) is args
+
+
+def test_members_and_splice_merge_like_a_dict_update() -> None:
+    assert members({"workflow": "w", "feature": None}, LIMIT) == '"workflow":"w"'
+    assert splice("{}", '"a":1') == '{"a":1}'
+    assert splice('{"b":2}', "") == '{"b":2}'
+    assert splice('{"b":2}', '"a":1') == '{"b":2,"a":1}'
+
+
+def test_repeated_keys_keep_the_last_value_in_jsonb(settings: Settings) -> None:
+    # The frozen object and the members added to it may share a key: jsonb keeps the last.
+    with Trail(settings, sync=True) as trail, trail.execution("merge", context={"feature": "f"}):
+        pgtrail.log_llm_execution(model="m", data={"feature": "mine", "k": 1})
+        pgtrail.log_agent_execution(
+            AgentDecision(decisions={"d": 1}),
+            duration_ms=7,
+            data={"event_duration_ms": 1, "agent_decisions": "overridden"},
+        )
+    dsn = settings.dsn
+    llm = one(dsn, "SELECT particular_data FROM logs_llm_execution")
+    assert llm == {"feature": "f", "k": 1, "workflow": "merge"}
+    agent = one(dsn, "SELECT particular_data FROM logs_agent_execution")
+    assert agent == {"agent_decisions": "overridden", "event_duration_ms": 7}
+
+
+def test_what_is_stored_is_the_value_at_the_call(settings: Settings) -> None:
+    data: dict[str, Any] = {"step": 1, "items": ["a"]}
+    journey = {"page": "home"}
+    trail = Trail(settings)  # the background writer: records wait in the queue
+    with trail.execution("snapshot"):
+        pgtrail.log_llm_execution(model="m", data=data, payload={"text": "hi"})
+        pgtrail.log_user_journey("opened", journey)
+        pgtrail.log_agent_execution(event_type="chose", data=data)
+        data["step"] = 2
+        data["items"].append("b")
+        journey["page"] = "changed"
+    assert trail.flush(30)
+    trail.close()
+    dsn = settings.dsn
+    assert one(dsn, "SELECT particular_data->'step' FROM logs_llm_execution") == 1
+    assert one(dsn, "SELECT particular_data->'items' FROM logs_agent_execution") == ["a"]
+    assert one(dsn, "SELECT particular_data FROM logs_user_journey") == {"page": "home"}
+
+
+def test_unclean_values_are_still_cleaned_and_explained(settings: Settings) -> None:
+    with Trail(settings, sync=True) as trail, trail.execution("unclean"):
+        pgtrail.log_llm_execution(model="m", data={"score": math.nan})
+        pgtrail.log_user_journey("opened", {"text": "a\x00b"})
+        guardrail = Guardrail.model_validate({"name": "g", "passed": True, "ratio": math.inf})
+        pgtrail.log_agent_execution(guardrail)
+    dsn = settings.dsn
+    llm = one(dsn, "SELECT particular_data FROM logs_llm_execution")
+    assert llm["score"] is None and llm["_pgtrail_notes"]
+    journey = one(dsn, "SELECT particular_data FROM logs_user_journey")
+    assert journey["text"] == "ab" or "\x00" not in journey["text"]
+    assert journey["_pgtrail_notes"]
+    agent = one(dsn, "SELECT particular_data FROM logs_agent_execution")
+    assert agent["ratio"] is None and agent["_pgtrail_notes"]
+
+
+def test_a_frozen_call_takes_the_one_pass_row_and_matches_the_general_path(
+    settings: Settings,
+) -> None:
+    with Trail(settings, sync=True) as trail:
+        trail._flusher.sink.refresh_prices()
+        prices = trail._flusher.preparer.prices
+    when = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
+    stamp = (uuid.uuid4(), uuid.uuid4(), when, "acme", "u1", "s1", "ab12")
+    call = {
+        "model": "claude-sonnet-4-20250514",
+        "input_tokens": 1200,
+        "output_tokens": 80,
+        "data": {"turn": 3},
+        "payload": {"completion": "ok"},
+        "_context": {"workflow": "001 Main", "feature": "coaching"},
+    }
+    frozen = freeze(LLM, dict(call), LIMIT)
+    frozen["_context_members"] = members(frozen.pop("_context"), LIMIT)
+    one_pass = RecordPreparer(settings, prices)
+    general = RecordPreparer(settings, prices)
+    general._plain_llm_row = lambda *_: None  # type: ignore[method-assign]
+    assert one_pass._plain_llm_row("common", when, frozen) is not None
+    prepared = one_pass.prepare_one(LLM, stamp, frozen)
+    assert prepared == general.prepare_one(LLM, stamp, call)
+    line = prepared[0][1]
+    assert copytext.fields(line)[2] == "2026-03-01 12:00:00.000000+00:00"
+    assert copytext.created_day(line) == "2026-03-01"
+
+
+def test_created_at_is_stored_exactly_across_seconds_and_zones(settings: Settings) -> None:
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    moments = iter(
+        [
+            dt.datetime(2026, 3, 1, 23, 59, 59, 999999, tzinfo=dt.UTC),
+            dt.datetime(2026, 3, 2, 0, 0, 0, 0, tzinfo=dt.UTC),
+            dt.datetime(2026, 3, 2, 0, 0, 0, 1, tzinfo=dt.UTC),
+            dt.datetime(2026, 3, 2, 2, 0, 1, 500000, tzinfo=plus_two),
+            dt.datetime(1969, 12, 31, 23, 59, 59, 250000, tzinfo=dt.UTC),
+        ]
+    )
+    logged: list[dt.datetime] = []
+
+    def clock() -> dt.datetime:
+        now = next(moments, dt.datetime(2026, 3, 2, 1, tzinfo=dt.UTC))
+        logged.append(now)
+        return now
+
+    with Trail(settings, sync=True, clock=clock) as trail, trail.execution("clock"):
+        for _ in range(4):
+            pgtrail.log_user_journey("tick", {})
+    stored = [r[0] for r in rows(settings.dsn, "SELECT created_at FROM logs_user_journey")]
+    assert sorted(stored) == sorted(logged[1:5])
+
+
+def test_event_ids_are_unique_across_threads_and_ordered_within_one() -> None:
+    made: list[list[str]] = [[] for _ in range(4)]
+
+    def draw(into: list[str]) -> None:
+        for _ in range(20_000):
+            into.append(uuid7_hex(1_700_000_000_000))
+
+    threads = [threading.Thread(target=draw, args=(m,)) for m in made]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [i for m in made for i in m]
+    assert len(set(every)) == len(every)
+    for m in made:
+        assert m == sorted(m)  # one millisecond: ordered by the counter
+    parsed = uuid.UUID(every[0])
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert uuid7().version == 7
+
+
+def test_execution_event_ids_are_uuid5_of_the_execution() -> None:
+    for _ in range(500):
+        execution = uuid7()
+        assert execution_event_id(execution) == uuid.uuid5(execution, "pgtrail.execution")
