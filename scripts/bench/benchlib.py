@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,6 +75,42 @@ def report(title: str, columns: list[str], rows: list[list[Any]], document: dict
         table.add_row(*[f"{v:,.2f}" if isinstance(v, float) else str(v) for v in row])
     console.print(table)
     print(json.dumps(document, indent=2, default=str))
+
+
+def _proc_cpu_seconds(stat_path: str) -> float | None:
+    """User plus system CPU time from a Linux ``/proc/.../stat`` file."""
+    try:
+        with open(stat_path) as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_thread() -> dict[str, float]:
+    """CPU seconds used so far by each live thread of this process, by name (Linux only)."""
+    used: dict[str, float] = {}
+    for thread in threading.enumerate():
+        seconds = _proc_cpu_seconds(f"/proc/self/task/{thread.native_id}/stat")
+        if seconds is not None:
+            used[thread.name] = used.get(thread.name, 0.0) + seconds
+    return used
+
+
+def postgres_cpu() -> float | None:
+    """CPU seconds used so far by the ``postgres`` processes this user can see (Linux only)."""
+    if not os.path.isdir("/proc"):
+        return None
+    total = 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as comm:
+                if comm.read().strip() != "postgres":
+                    continue
+        except OSError:
+            continue
+        total += _proc_cpu_seconds(f"/proc/{pid}/stat") or 0.0
+    return total
 
 
 def machine() -> dict[str, Any]:

@@ -4,7 +4,9 @@ The writer's figure runs from the first ``log_*`` call to the moment ``flush()``
 every row committed: validation, sanitising, cost inference, COPY. The baseline is raw
 binary COPY of the very same rows (read back from the writer's first run, as Python values),
 already built, in batches of the same size, on one connection: what PostgreSQL itself can
-take on this machine right now. Runs alternate.
+take on this machine right now. Runs alternate. Beside the rates: the CPU time each part
+of the writer's run used per row (the caller's thread, the preparing and writing threads,
+and PostgreSQL's processes, where Linux's /proc shows them), to say where the time goes.
 
     .venv/bin/python scripts/bench/ingest.py [--events 200000] [--runs 3] [--dsn DSN]
 """
@@ -22,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psycopg
-from benchlib import machine, median, report, scratch_database
+from benchlib import cpu_by_thread, machine, median, postgres_cpu, report, scratch_database
 from psycopg import sql
 from psycopg.types.json import set_json_dumps
 
@@ -113,7 +115,15 @@ def rows_in(dsn: str) -> int:
         return sum(int(c[0]) for c in counts if c is not None)
 
 
-def writer_run(dsn: str, events: int, batch_size: int) -> tuple[float, int]:
+CPU_PARTS = {
+    "MainThread": "caller (log_* calls)",
+    "pgtrail-flusher": "preparation",
+    "pgtrail-writer": "writing (COPY)",
+}
+
+
+def writer_run(dsn: str, events: int, batch_size: int) -> tuple[float, int, dict[str, float]]:
+    """Seconds from the first log_* call to flush() returning, rows stored, CPU by part."""
     truncate(dsn)
     trail = Trail(
         dsn=dsn,
@@ -121,12 +131,20 @@ def writer_run(dsn: str, events: int, batch_size: int) -> tuple[float, int]:
         batch_size=batch_size,
         spool_dir=Path(tempfile.gettempdir()) / "pgtrail-bench",
     )
+    threads_before, postgres_before = cpu_by_thread(), postgres_cpu()
     start = time.perf_counter()
     log_workload(trail, events, seed=1)
     assert trail.flush(600)
     elapsed = time.perf_counter() - start
+    threads_after, postgres_after = cpu_by_thread(), postgres_cpu()
     trail.close()
-    return elapsed, rows_in(dsn)
+    cpu = {
+        part: threads_after.get(name, 0.0) - threads_before.get(name, 0.0)
+        for name, part in CPU_PARTS.items()
+    }
+    if postgres_before is not None and postgres_after is not None:
+        cpu["postgres (all processes)"] = postgres_after - postgres_before
+    return elapsed, rows_in(dsn), cpu
 
 
 Rows = dict[str, list[tuple[Any, ...]]]
@@ -190,6 +208,7 @@ def main() -> None:
     args = parser.parse_args()
     writer_rates: list[float] = []
     copy_rates: list[float] = []
+    cpu_per_row: dict[str, list[float]] = {}
     with scratch_database(args.dsn) as dsn:
         writer_run(dsn, args.events, args.batch_size)  # warm-up; its rows are the baseline's
         baseline = stored_rows(dsn)
@@ -198,9 +217,11 @@ def main() -> None:
             elapsed, stored = copy_run(dsn, baseline, args.batch_size)
             assert stored == rows, (stored, rows)
             copy_rates.append(rows / elapsed)
-            elapsed, stored = writer_run(dsn, args.events, args.batch_size)
+            elapsed, stored, cpu = writer_run(dsn, args.events, args.batch_size)
             assert stored == rows, (stored, rows)
             writer_rates.append(rows / elapsed)
+            for part, seconds in cpu.items():
+                cpu_per_row.setdefault(part, []).append(seconds / rows * 1e6)
     summary: dict[str, Any] = {
         "benchmark": "ingest",
         "rows_per_run": rows,
@@ -209,6 +230,8 @@ def main() -> None:
         "writer_rows_per_s": round(median(writer_rates)),
         "raw_copy_rows_per_s": round(median(copy_rates)),
         "ratio_writer_over_copy": round(median(writer_rates) / median(copy_rates), 3),
+        "writer_us_per_row": round(1e6 / median(writer_rates), 1),
+        "writer_cpu_us_per_row": {p: round(median(v), 1) for p, v in cpu_per_row.items()},
         "all_writer": [round(r) for r in writer_rates],
         "all_copy": [round(r) for r in copy_rates],
         "machine": machine(),
@@ -220,6 +243,10 @@ def main() -> None:
             ["pgtrail writer (log_* to committed)", float(summary["writer_rows_per_s"])],
             ["raw binary COPY of the same rows", float(summary["raw_copy_rows_per_s"])],
             ["ratio", summary["ratio_writer_over_copy"]],
+            *[
+                [f"writer run CPU µs/row: {part}", us]
+                for part, us in summary["writer_cpu_us_per_row"].items()
+            ],
         ],
         summary,
     )

@@ -267,7 +267,7 @@ def main() -> None:
     rows_per_run = 0
     with scratch_database(args.dsn) as dsn:
         for run in range(args.runs):
-            elapsed, rows = writer_run(dsn, args.events, args.batch_size)
+            elapsed, rows, _ = writer_run(dsn, args.events, args.batch_size)
             writer_rates.append(rows / elapsed)
             for n in setups:
                 elapsed, rows_per_run = otlp_run(dsn, traces, run * traces, n)

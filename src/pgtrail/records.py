@@ -184,8 +184,7 @@ class RecordPreparer:
         # The execution id, tenant, user and session fields of recent executions: the same
         # for each of their records, and hashing a user id costs more than the rest.
         self._people: dict[tuple[Any, ...], tuple[str, str, list[str]]] = {}
-        self._second = math.nan  # the UTC second whose text is _second_text
-        self._second_text = ""
+        self._second: tuple[float, str] = (math.nan, "")  # a UTC second and its text
 
     def prepare(self, items: list[Item]) -> tuple[Batch, list[Rejected]]:
         """Lines grouped by table, and the records that could not be stored."""
@@ -322,17 +321,17 @@ class RecordPreparer:
         eid = uuid7_hex(int(seconds * 1000)) if event_id is None else event_id.hex
         # isoformat() of an aware datetime costs more than the rest of these fields: the
         # text of the whole second is kept, as most records share it with the one before.
-        whole = seconds // 1
-        if whole != self._second:
-            self._second = whole
-            self._second_text = at.replace(microsecond=0, tzinfo=None).isoformat(" ")
+        # One tuple, replaced whole: a spill on the caller's thread may prepare meanwhile.
+        second = self._second
+        if second[0] != seconds // 1:
+            whole = at.replace(microsecond=0, tzinfo=None)
+            second = self._second = (seconds // 1, whole.isoformat(" "))
         if type(span_id) is str and span_id.isascii() and span_id.isalnum() and len(span_id) < 65:
             span = span_id  # the usual hex id: nothing to clean or escape
         else:
             span = self._text_field(span_id, "span_id", notes)
-        return (
-            f"{eid}\t{execution_hex}\t{self._second_text}.{at.microsecond:06d}+00:00\t{people}\t{span}"
-        )
+        created = f"{second[1]}.{at.microsecond:06d}+00:00"
+        return f"{eid}\t{execution_hex}\t{created}\t{people}\t{span}"
 
     def _people_fields(
         self, execution_id: uuid.UUID | str, tenant_id: Any, user_id: Any, session_id: Any

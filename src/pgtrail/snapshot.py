@@ -35,6 +35,8 @@ _NAN_CHECK = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_n
 _LLM = "logs_llm_execution"
 _AGENT = "logs_agent_execution"
 _JOURNEY = "logs_user_journey"
+_AGENT_ARGS = frozenset({"agent_type", "event", "event_type", "duration_ms", "data"})
+_JOURNEY_ARGS = frozenset({"event_type", "data"})
 _EVENT_FIELDS: dict[type[BaseModel], tuple[tuple[str, str], ...] | None] = {}
 
 
@@ -116,9 +118,8 @@ def _field_names(model: type[BaseModel]) -> tuple[tuple[str, str], ...] | None:
 def freeze(table: str, args: dict[str, Any], max_chars: int) -> dict[str, Any]:
     """A record's arguments with its clean dictionaries (and agent event model) as JSON.
 
-    The result is a new dictionary, without the null arguments, that the garbage collector
-    never tracks when everything in it is a string or a number; ``args`` itself when
-    nothing could be frozen.
+    The result is a new dictionary that the garbage collector never tracks when everything
+    in it is a string or a number; ``args`` itself when nothing could be frozen.
     """
     if table == _LLM:
         frozen_data = frozen_dict(args.get("data"), max_chars)
@@ -146,16 +147,26 @@ def freeze(table: str, args: dict[str, Any], max_chars: int) -> dict[str, Any]:
             data = dumped
         if data is None or (text := clean_json(data, max_chars)) is None:
             return args
-        thin = {k: v for k, v in args.items() if v is not None and k != "event" and k != "data"}
-        if event is not None and thin.get("event_type") is None:
-            thin["event_type"] = type(event).event_type
-        thin[DATA_JSON] = text
+        event_type = args.get("event_type")
+        if event_type is None and event is not None:
+            event_type = type(event).event_type
+        # Built key by key: a comprehension costs more, and a copy of a dictionary that
+        # held a dictionary stays tracked.
+        thin = {
+            "agent_type": args.get("agent_type"),
+            "event_type": event_type,
+            "duration_ms": args.get("duration_ms"),
+            DATA_JSON: text,
+        }
+        if not args.keys() <= _AGENT_ARGS:  # something more, e.g. a sampling mark
+            thin.update((k, v) for k, v in args.items() if k not in _AGENT_ARGS)
         return thin
     if table == _JOURNEY:
         data = args.get("data")
         if type(data) is dict and (text := clean_json(data, max_chars)) is not None:
-            thin = {k: v for k, v in args.items() if k != "data"}
-            thin[DATA_JSON] = text
+            thin = {"event_type": args.get("event_type"), DATA_JSON: text}
+            if not args.keys() <= _JOURNEY_ARGS:  # something more, e.g. a sampling mark
+                thin.update((k, v) for k, v in args.items() if k not in _JOURNEY_ARGS)
             return thin
     return args
 
