@@ -72,6 +72,20 @@ def test_values_the_sanitiser_must_see_are_not_frozen(value: dict[Any, Any]) -> 
     assert freeze(JOURNEY, args, LIMIT) is args  # left as given, for the writer to clean
 
 
+class _BadFloat(float):
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_a_value_that_fails_to_serialise_never_raises_into_the_caller(settings: Settings) -> None:
+    data = {"odd": _BadFloat(1.5), "none": None}
+    assert clean_json(data, LIMIT) is None
+    with Trail(settings, sync=True) as trail, trail.execution("odd"):
+        pgtrail.log_llm_execution(model="m", data=data)
+        pgtrail.log_user_journey("opened", data)
+    assert trail.stats.enqueued == 3  # the two records and the execution's row
+
+
 def test_a_cycle_is_not_frozen() -> None:
     cyclic: dict[str, Any] = {}
     cyclic["self"] = cyclic
@@ -169,6 +183,13 @@ def test_what_is_stored_is_the_value_at_the_call(settings: Settings) -> None:
     assert one(dsn, "SELECT particular_data->'step' FROM logs_llm_execution") == 1
     assert one(dsn, "SELECT particular_data->'items' FROM logs_agent_execution") == ["a"]
     assert one(dsn, "SELECT particular_data FROM logs_user_journey") == {"page": "home"}
+
+
+def test_a_frozen_record_keeps_an_empty_agent_type(settings: Settings) -> None:
+    with Trail(settings, sync=True) as trail, trail.execution("empty"):
+        pgtrail.log_agent_execution(event_type="chose", agent_type="", data={"k": 1})
+    stored = one(settings.dsn, "SELECT agent_type, particular_data FROM logs_agent_execution")
+    assert stored == ("", {"k": 1})
 
 
 def test_unclean_values_are_still_cleaned_and_explained(settings: Settings) -> None:

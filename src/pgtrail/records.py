@@ -62,7 +62,6 @@ _KNOWN_PROMPTS_MAX = 10_000
 _KNOWN_PROMPTS_TTL_S = 3600.0
 _PEOPLE_MAX = 10_000
 _EVENT_TYPE_CHARS = 200
-_CONTEXT = CONTEXT
 _PROMPT = "prompt"
 _LLM_PLAIN_TYPES: dict[str, type] = {
     **dict.fromkeys(_INT_FIELDS, int),
@@ -72,7 +71,7 @@ _LLM_PLAIN_TYPES: dict[str, type] = {
     "data": dict,
 }
 _LLM_KEYS = frozenset(
-    {*_LLM_PLAIN_TYPES, _PROMPT, _CONTEXT, CONTEXT_MEMBERS, DATA_JSON, PAYLOAD_JSON}
+    {*_LLM_PLAIN_TYPES, _PROMPT, CONTEXT, CONTEXT_MEMBERS, DATA_JSON, PAYLOAD_JSON}
 )
 _AGENT_KEYS = frozenset({"event", "agent_type", "event_type", "duration_ms", "data", DATA_JSON})
 _JOURNEY_KEYS = frozenset({"event_type", "data", DATA_JSON})
@@ -139,7 +138,7 @@ def _plain_event_type(value: object) -> bool:
 def _plain_llm_call(args: dict[str, Any], max_chars: int) -> bool:
     """True when every argument already has its exact, clean type (no validation needed)."""
     for key, value in args.items():
-        if value is None or key == _CONTEXT:
+        if value is None or key == CONTEXT:
             continue
         kind = _LLM_PLAIN_TYPES.get(key)
         if kind is int:
@@ -358,7 +357,7 @@ class RecordPreparer:
             if plain is not None:
                 return [(LLM, plain)]
         args = thaw(args)
-        context = args.get(_CONTEXT)
+        context = args.get(CONTEXT)
         if self.redactor is None and _plain_llm_call(args, self.settings.max_field_chars):
             call = args  # already clean, and escape-free
         else:
@@ -450,7 +449,7 @@ class RecordPreparer:
             return None
         extra = get(CONTEXT_MEMBERS)
         if extra is None:
-            context = get(_CONTEXT)
+            context = get(CONTEXT)
             extra = members(context, max_chars) if context else ""
         particular = get(DATA_JSON) or clean_json({} if data is None else data, max_chars)
         body = get(PAYLOAD_JSON)
@@ -495,7 +494,7 @@ class RecordPreparer:
 
         Text comes back escaped for COPY, like the fast path's (which needs no escaping).
         """
-        args = {k: v for k, v in args.items() if v is not None and k != _CONTEXT}
+        args = {k: v for k, v in args.items() if v is not None and k != CONTEXT}
         for field in _COST_FIELDS:
             args[field] = _finite_or_none(args.get(field), field, notes)
         for field in _LLM_TEXT_FIELDS:
@@ -578,7 +577,8 @@ class RecordPreparer:
                 # The event's fields and the caller's data, frozen as one object at the call.
                 duration_member = "" if duration is None else f'"event_duration_ms":{duration}'
                 particular = escape_json(splice(frozen, duration_member))
-                return f"{common}\t{event_type}\t{particular}\t{agent_type or NULL}"
+                agent_field = NULL if agent_type is None else agent_type
+                return f"{common}\t{event_type}\t{particular}\t{agent_field}"
             args = thaw(args)
         data: dict[str, Any] = {}
         if event is not None:

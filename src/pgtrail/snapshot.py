@@ -42,10 +42,12 @@ _EVENT_FIELDS: dict[type[BaseModel], tuple[tuple[str, str], ...] | None] = {}
 
 def clean_json(value: Any, max_chars: int, *, may_hold_nan: bool = True) -> str | None:
     """``value`` as compact JSON in one C call; None when it needs the sanitiser's walk."""
+    # This runs on the caller's thread, so it never raises: whatever fails here is left to
+    # the sanitiser, in the writer.
     try:
         # orjson refuses surrogates, non-str keys, cycles, deep nesting and unknown types.
         raw = orjson.dumps(value)
-    except (TypeError, ValueError, RecursionError):
+    except Exception:
         return None
     text = raw.decode()  # `in` on str is several times cheaper than on bytes
     if len(text) > max_chars or "\\u0000" in text:
@@ -54,7 +56,7 @@ def clean_json(value: Any, max_chars: int, *, may_hold_nan: bool = True) -> str 
         # orjson writes NaN and infinities as null: the sanitiser says what it changed.
         try:
             _NAN_CHECK.encode(value)
-        except (TypeError, ValueError, RecursionError):
+        except Exception:  # NaN or infinity, or a float subclass whose repr fails
             return None
     return text
 
