@@ -1,11 +1,11 @@
 """A record's JSON values serialised on the caller's thread, when they are clean.
 
-A queued record that holds dictionaries or models stays on the garbage collector's lists
-until the writer takes it; with tens of thousands waiting behind a busy writer, the
+A queued record that holds dictionaries or models keeps them on the garbage collector's
+lists until the writer takes it; with tens of thousands waiting behind a busy writer, the
 collector's passes over them cost more than preparing them. Serialised at once, a record
-holds only strings and numbers, which the collector leaves alone. It also fixes what is
-stored at the moment of the call: a caller that changes its dictionary afterwards does not
-change the record it logged.
+holds only strings and numbers: its arguments dictionary is not tracked at all. It also
+fixes what is stored at the moment of the call: a caller that changes its dictionary
+afterwards does not change the record it logged.
 
 Only clean values are frozen (what ``orjson`` writes with no NaN, NUL or oversized text);
 anything else stays as it was, for the writer's sanitiser to clean and explain.

@@ -424,11 +424,6 @@ class Trail:
                 state.session_id,
                 (span or state.root_span).span_id,
             )
-            if table == LLM:
-                if state.llm_members is not None:
-                    args[CONTEXT_MEMBERS] = state.llm_members
-                else:
-                    args[CONTEXT] = state.llm_context
             if self.settings.strict:
                 self._flusher.preparer.check(table, stamp, args)
             if self._sampler.active:
@@ -629,6 +624,9 @@ def log_llm_execution(
             "data": None if data_json is not None else data,
             PAYLOAD_JSON: payload_json,
             DATA_JSON: data_json,
+            # The execution's workflow and feature, added to particular_data by the writer.
+            CONTEXT_MEMBERS: state.llm_members,
+            CONTEXT: state.llm_context if state.llm_members is None else None,
         }
         state.trail._log(state, span, LLM, args, "log_llm_execution")
 
