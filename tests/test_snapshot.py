@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import math
+import os
 import threading
 import uuid
 from typing import Any
@@ -283,6 +284,22 @@ def test_event_ids_are_unique_across_threads_and_ordered_within_one() -> None:
     parsed = uuid.UUID(every[0])
     assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
     assert uuid7().version == 7
+
+
+def test_a_forked_child_does_not_repeat_the_parents_ids() -> None:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then out
+        os.close(read_end)
+        os.write(write_end, "".join(uuid7_hex(1_700_000_000_000) for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        text = pipe.read()
+    os.waitpid(pid, 0)
+    child = {text[i : i + 32] for i in range(0, len(text), 32)}
+    parent = {uuid7_hex(1_700_000_000_000) for _ in range(50)}
+    assert len(child) == 50 and not child & parent
 
 
 def test_execution_event_ids_are_uuid5_of_the_execution() -> None:
