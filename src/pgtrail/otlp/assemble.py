@@ -44,6 +44,7 @@ from pgtrail.otlp.spans import (
     SpanEvent,
 )
 from pgtrail.sink import LLM
+from pgtrail.snapshot import CONTEXT
 from pgtrail.trail import Trail
 
 log = logging.getLogger("pgtrail")
@@ -271,7 +272,7 @@ class TraceAssembler:
         records = self._records(execution_id, ordered, mapped, tenant_id, user_id, session_id)
         llm_context = {"workflow": workflow, "feature": context.get("feature")}
         for _, _, args in (r for r in records if r[0] == LLM):
-            args["_context"] = llm_context
+            args[CONTEXT] = llm_context
         processes = [_process(s, mapped[s.span_id], levels[s.span_id]) for s in ordered]
         started = _time(anchor.start_unix_nano)
         if root is not None:
@@ -359,7 +360,7 @@ class TraceAssembler:
         llm_context = {"workflow": marker.get("workflow"), "feature": marker.get("feature")}
         for table, stamp, args in records:
             if table == LLM:
-                args["_context"] = llm_context
+                args[CONTEXT] = llm_context
             # Through the sampler, like every record: a late span of a sampled-out trace
             # follows its decision while this process still remembers it.
             self.trail._sampler.route(execution_id, (table, stamp, args))
