@@ -5,15 +5,23 @@ every row committed: validation, sanitising, cost inference, COPY. The baseline 
 binary COPY of the very same rows (read back from the writer's first run, as Python values),
 already built, in batches of the same size, on one connection: what PostgreSQL itself can
 take on this machine right now. Runs alternate. Beside the rates: the CPU time each part
-of the writer's run used per row (the caller's thread, the preparing and writing threads,
-and PostgreSQL's processes, where Linux's /proc shows them), to say where the time goes.
+of both runs used per row (the caller's thread, the preparing and writing threads, the
+baseline's client, and PostgreSQL's processes, where Linux's /proc shows them), to say where
+the time goes, and the time one row may take at 0.70 of raw COPY beside the Python work the
+writer spends on a row: its three threads share one interpreter lock, so that sum caps it.
 
     .venv/bin/python scripts/bench/ingest.py [--events 200000] [--runs 3] [--dsn DSN]
+        [--processes N]
+
+With ``--processes N`` each round also runs the same workload split over N forked worker
+processes, each with its own Trail and connections, as an application served by N
+gunicorn or celery workers logs.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import random
 import sys
 import tempfile
@@ -147,6 +155,47 @@ def writer_run(dsn: str, events: int, batch_size: int) -> tuple[float, int, dict
     return elapsed, rows_in(dsn), cpu
 
 
+def _worker(dsn: str, events: int, batch_size: int, seed: int, start: Any, done: Any) -> None:
+    """One worker process of :func:`workers_run`: its own Trail, then its share of the load."""
+    trail = Trail(
+        dsn=dsn,
+        redis_url=None,
+        batch_size=batch_size,
+        spool_dir=Path(tempfile.gettempdir()) / f"pgtrail-bench-{seed}",
+    )
+    start.wait()
+    log_workload(trail, events, seed)
+    done.put(trail.flush(600))
+    trail.close()
+
+
+def workers_run(dsn: str, events: int, batch_size: int, processes: int) -> tuple[float, int]:
+    """Seconds for the workload split over forked worker processes, and the rows stored.
+
+    Each process has its own Trail, as each gunicorn or celery worker does; the time runs
+    from their common start until the last of them has flushed.
+    """
+    truncate(dsn)
+    context = multiprocessing.get_context("fork")
+    start, done = context.Barrier(processes + 1), context.Queue()
+    workers = [
+        context.Process(
+            target=_worker, args=(dsn, events // processes, batch_size, i + 1, start, done)
+        )
+        for i in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    began = time.perf_counter()
+    flushed = [done.get(timeout=900) for _ in workers]
+    elapsed = time.perf_counter() - began
+    for worker in workers:
+        worker.join()
+    assert all(flushed), "a worker did not flush in time"
+    return elapsed, rows_in(dsn)
+
+
 Rows = dict[str, list[tuple[Any, ...]]]
 
 
@@ -168,8 +217,11 @@ def stored_rows(dsn: str) -> Rows:
     return rows
 
 
-def copy_run(dsn: str, rows: Rows, batch_size: int) -> tuple[float, int]:
-    """Raw binary COPY of ``rows``, in the writer's batch size, one transaction per batch."""
+def copy_run(dsn: str, rows: Rows, batch_size: int) -> tuple[float, int, dict[str, float]]:
+    """Raw binary COPY of ``rows``, in the writer's batch size, one transaction per batch.
+
+    Returns the seconds it took, the rows stored and the CPU seconds of its two parts.
+    """
     truncate(dsn)
     statements = {
         table: sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
@@ -183,6 +235,7 @@ def copy_run(dsn: str, rows: Rows, batch_size: int) -> tuple[float, int]:
     batches = max(1, -(-total // batch_size))
     with psycopg.connect(dsn) as conn:
         set_json_dumps(str, conn)  # jsonb values are already JSON text
+        client_before, postgres_before = time.thread_time(), postgres_cpu()
         start = time.perf_counter()
         for i in range(batches):
             with conn.transaction():
@@ -196,7 +249,11 @@ def copy_run(dsn: str, rows: Rows, batch_size: int) -> tuple[float, int]:
                         for row in part:
                             copy.write_row(row)
         elapsed = time.perf_counter() - start
-    return elapsed, rows_in(dsn)
+        client_after, postgres_after = time.thread_time(), postgres_cpu()
+    cpu = {"client (write_row)": client_after - client_before}
+    if postgres_before is not None and postgres_after is not None:
+        cpu["postgres (all processes)"] = postgres_after - postgres_before
+    return elapsed, rows_in(dsn), cpu
 
 
 def main() -> None:
@@ -205,23 +262,36 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--dsn", help="admin DSN of the server to create a scratch database on")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="also run the workload split over this many worker processes (Linux: fork)",
+    )
     args = parser.parse_args()
     writer_rates: list[float] = []
     copy_rates: list[float] = []
+    workers_rates: list[float] = []
     cpu_per_row: dict[str, list[float]] = {}
+    copy_cpu_per_row: dict[str, list[float]] = {}
     with scratch_database(args.dsn) as dsn:
         writer_run(dsn, args.events, args.batch_size)  # warm-up; its rows are the baseline's
         baseline = stored_rows(dsn)
         rows = sum(len(r) for r in baseline.values())
         for _ in range(args.runs):
-            elapsed, stored = copy_run(dsn, baseline, args.batch_size)
+            elapsed, stored, copy_cpu = copy_run(dsn, baseline, args.batch_size)
             assert stored == rows, (stored, rows)
             copy_rates.append(rows / elapsed)
+            for part, seconds in copy_cpu.items():
+                copy_cpu_per_row.setdefault(part, []).append(seconds / rows * 1e6)
             elapsed, stored, cpu = writer_run(dsn, args.events, args.batch_size)
             assert stored == rows, (stored, rows)
             writer_rates.append(rows / elapsed)
             for part, seconds in cpu.items():
                 cpu_per_row.setdefault(part, []).append(seconds / rows * 1e6)
+            if args.processes > 1:
+                elapsed, stored = workers_run(dsn, args.events, args.batch_size, args.processes)
+                workers_rates.append(stored / elapsed)
     summary: dict[str, Any] = {
         "benchmark": "ingest",
         "rows_per_run": rows,
@@ -231,8 +301,25 @@ def main() -> None:
         "raw_copy_rows_per_s": round(median(copy_rates)),
         "ratio_writer_over_copy": round(median(writer_rates) / median(copy_rates), 3),
         "writer_us_per_row": round(1e6 / median(writer_rates), 1),
+        # What one row may take at the target, and the Python work under one interpreter
+        # lock that the writer spends on a row now: the second caps the rate.
+        "us_per_row_at_0_70_of_copy": round(1e6 / (0.7 * median(copy_rates)), 1),
+        "writer_python_cpu_us_per_row": round(
+            sum(median(v) for p, v in cpu_per_row.items() if p in CPU_PARTS.values()), 1
+        ),
         "writer_cpu_us_per_row": {p: round(median(v), 1) for p, v in cpu_per_row.items()},
+        "raw_copy_cpu_us_per_row": {p: round(median(v), 1) for p, v in copy_cpu_per_row.items()},
         "all_writer": [round(r) for r in writer_rates],
+        **(
+            {
+                "processes": args.processes,
+                "workers_rows_per_s": round(median(workers_rates)),
+                "ratio_workers_over_copy": round(median(workers_rates) / median(copy_rates), 3),
+                "all_workers": [round(r) for r in workers_rates],
+            }
+            if workers_rates
+            else {}
+        ),
         "all_copy": [round(r) for r in copy_rates],
         "machine": machine(),
     }
@@ -243,9 +330,26 @@ def main() -> None:
             ["pgtrail writer (log_* to committed)", float(summary["writer_rows_per_s"])],
             ["raw binary COPY of the same rows", float(summary["raw_copy_rows_per_s"])],
             ["ratio", summary["ratio_writer_over_copy"]],
+            *(
+                [
+                    [
+                        f"writer, {args.processes} worker processes",
+                        float(summary["workers_rows_per_s"]),
+                    ],
+                    ["ratio, worker processes", summary["ratio_workers_over_copy"]],
+                ]
+                if workers_rates
+                else []
+            ),
+            ["µs per row at 0.70 of raw COPY", summary["us_per_row_at_0_70_of_copy"]],
+            ["writer run: Python CPU µs/row (one lock)", summary["writer_python_cpu_us_per_row"]],
             *[
                 [f"writer run CPU µs/row: {part}", us]
                 for part, us in summary["writer_cpu_us_per_row"].items()
+            ],
+            *[
+                [f"raw COPY run CPU µs/row: {part}", us]
+                for part, us in summary["raw_copy_cpu_us_per_row"].items()
             ],
         ],
         summary,
