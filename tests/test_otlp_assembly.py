@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -368,6 +369,42 @@ def test_two_finalisers_racing_write_the_execution_once(
     trail.flush()
     assert len(won) == 1
     assert counts(settings.dsn)["logs_execution"] == 1
+
+
+def test_finalising_waits_for_a_round_in_progress(settings: Settings, trail: Trail) -> None:
+    """A flush's finalise_due returns only once what a concurrent round claimed is queued."""
+    mapping, release = threading.Event(), threading.Event()
+
+    def slow(span: OtlpSpan) -> Any:
+        mapping.set()
+        release.wait(10)
+        return map_span(span)
+
+    slow_assembler = TraceAssembler(trail, grace_s=5.0, mapper=slow)
+    later = time.time() + 6
+    returned: list[Any] = []
+    background = threading.Thread(target=slow_assembler.finalise_due, kwargs={"now": later})
+    flushing = threading.Thread(target=lambda: returned.append(slow_assembler.finalise_due(later)))
+    try:
+        slow_assembler.accept(list(support_trace().values()))
+        background.start()
+        assert mapping.wait(10)  # that round has claimed the trace and is mapping its spans
+        flushing.start()
+        flushing.join(0.3)
+        assert flushing.is_alive()  # waiting for the round, not returning with nothing queued
+        release.set()
+        flushing.join(10)
+        assert returned == [[]]  # the other round had the trace...
+        queued = trail.stats.enqueued  # ...and had queued all of it by then
+    finally:
+        release.set()
+        background.join(10)
+        slow_assembler.close()
+    trail.flush()
+    stored = counts(settings.dsn)
+    assert stored["logs_execution"] == 1
+    assert stored["logs_llm_execution"] == 2
+    assert sum(stored.values()) == queued
 
 
 def test_record_event_ids_are_time_ordered_and_the_same_on_every_delivery() -> None:

@@ -133,6 +133,10 @@ class TraceAssembler:
         )
         self._accept = self._redis.register_script(_ACCEPT)
         self._claim = self._redis.register_script(_CLAIM)
+        # One finalising round at a time in this process: a round claims traces before it
+        # enqueues their records, so a call that ran alongside one (a flush, say) could
+        # return while what the other claimed is not yet in the writer's queue.
+        self._finalising = threading.Lock()
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -183,7 +187,11 @@ class TraceAssembler:
     # -- finalising --------------------------------------------------------------------------
 
     def finalise_due(self, now: float | None = None) -> list[Finalised]:
-        """Finalises the traces whose root arrived more than the grace period ago."""
+        """Finalises the traces whose root arrived more than the grace period ago.
+
+        A round already running in this process (the finaliser thread's) is waited for, so
+        every trace due is in the writer's queue when this returns.
+        """
         moment = time.time() if now is None else now
         return self._finalise_scored(f"{self._prefix}due", moment)
 
@@ -196,6 +204,10 @@ class TraceAssembler:
         return self._finalise_scored(f"{self._prefix}due", float("inf"))
 
     def _finalise_scored(self, key: str, max_score: float) -> list[Finalised]:
+        with self._finalising:
+            return self._finalise_scored_now(key, max_score)
+
+    def _finalise_scored_now(self, key: str, max_score: float) -> list[Finalised]:
         done: list[Finalised] = []
         while True:
             try:
