@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import queue
 import random
 import sys
 import tempfile
@@ -188,7 +189,14 @@ def workers_run(dsn: str, events: int, batch_size: int, processes: int) -> tuple
         worker.start()
     start.wait()
     began = time.perf_counter()
-    flushed = [done.get(timeout=900) for _ in workers]
+    flushed: list[bool] = []
+    while len(flushed) < processes:
+        try:
+            flushed.append(done.get(timeout=1))
+        except queue.Empty:
+            failed = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+            if failed:
+                raise RuntimeError(f"a worker process failed (exit codes {failed})") from None
     elapsed = time.perf_counter() - began
     for worker in workers:
         worker.join()
@@ -289,7 +297,7 @@ def main() -> None:
             writer_rates.append(rows / elapsed)
             for part, seconds in cpu.items():
                 cpu_per_row.setdefault(part, []).append(seconds / rows * 1e6)
-            if args.processes > 1:
+            if args.processes > 0:
                 elapsed, stored = workers_run(dsn, args.events, args.batch_size, args.processes)
                 workers_rates.append(stored / elapsed)
     summary: dict[str, Any] = {
