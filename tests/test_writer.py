@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import logging
 import threading
+import time
 import uuid
 from decimal import Decimal
 
@@ -138,6 +139,29 @@ def test_background_flushing_writes_on_flush(settings: Settings) -> None:
         assert one(settings.dsn, "SELECT count(*) FROM logs_user_journey") == 500
         assert one(settings.dsn, "SELECT count(*) FROM logs_execution") == 1
     finally:
+        trail.close()
+
+
+def test_flush_waits_for_a_slow_write_without_keeping_the_cpu_busy(settings: Settings) -> None:
+    trail = Trail(settings)
+    blocker = psycopg.connect(settings.dsn)  # its lock holds the writer's COPY back
+    try:
+        with trail.execution("warm-up"):
+            pgtrail.log_user_journey("tick", {})
+        assert trail.flush(30)  # connections open, partitions made
+        blocker.execute("LOCK TABLE logs_user_journey IN ACCESS EXCLUSIVE MODE")
+        with trail.execution("held"):
+            for i in range(100):
+                pgtrail.log_user_journey("tick", {"i": i})
+        threading.Timer(1.5, blocker.rollback).start()
+        began, cpu_before = time.perf_counter(), time.process_time()
+        assert trail.flush(30)
+        waited, cpu = time.perf_counter() - began, time.process_time() - cpu_before
+        assert waited >= 1.0  # it waited for the write...
+        assert cpu < 0.25 * waited  # ...asleep
+        assert one(settings.dsn, "SELECT count(*) FROM logs_user_journey") == 101
+    finally:
+        blocker.close()
         trail.close()
 
 

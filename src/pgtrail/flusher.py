@@ -88,8 +88,10 @@ class Flusher:
     def _reset_state(self) -> None:
         self.queue: collections.deque[Item] = collections.deque()
         self._wake = threading.Event()
-        self._idle = threading.Condition()
+        self._idle = threading.Condition()  # notified when a drain or a write ends
         self._busy = False
+        self._drains = 0  # drains begun; flush() waits for one begun after its call
+        self._drained = 0  # drains ended
         self._lock = threading.Lock()  # one batch at a time, whoever flushes
         self._thread: threading.Thread | None = None
         self._writer: threading.Thread | None = None
@@ -171,6 +173,7 @@ class Flusher:
         """Prepares everything queued for the writer, batch by batch; then a spool replay."""
         with self._lock:
             self._busy = True
+            self._drains += 1
             try:
                 while self.queue:
                     self._prepare_batch(self._take(self.settings.batch_size))
@@ -185,6 +188,7 @@ class Flusher:
             finally:
                 self._busy = False
                 with self._idle:
+                    self._drained = self._drains
                     self._idle.notify_all()
 
     def _prepare_batch(self, items: list[Item]) -> None:
@@ -251,6 +255,8 @@ class Flusher:
             finally:
                 for _ in range(taken):
                     self._outbox.task_done()
+                with self._idle:
+                    self._idle.notify_all()
 
     def _store(self, batch: Batch, rows: int) -> None:
         """Writes one prepared batch; to the spool when PostgreSQL cannot take it."""
@@ -344,15 +350,19 @@ class Flusher:
             self._drain()
             return not self.queue
         deadline = None if timeout is None else time.monotonic() + timeout
+        # One drain begun after this call (it hands over what is queued and replays the
+        # spool when it can), then the writer's batches. The flusher is woken again only
+        # for records queued meanwhile: waking it while only the writer is busy would
+        # have the two threads take turns at nothing, and the lock from the writer.
+        goal = self._drains + 1
+        self._wake.set()
         while True:
-            self._wake.set()
             with self._idle:
-                self._idle.wait(0.05)
-            if not self.queue and not self._busy:
-                with self._lock:  # the batch in preparation, if any, has been handed over
-                    pass
-                if not self.queue and not self._outbox.unfinished_tasks:
+                if self.queue:
+                    self._wake.set()
+                elif self._drained >= goal and not self._busy and not self._outbox.unfinished_tasks:
                     return True
+                self._idle.wait(0.05)
             if deadline is not None and time.monotonic() > deadline:
                 return False
 
