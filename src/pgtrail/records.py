@@ -121,14 +121,7 @@ def _int4(value: int | None, field: str) -> int | None:
 
 
 def _plain_text(value: object, max_chars: int) -> bool:
-    # copytext.plain, inlined: this runs for nearly every field of every record.
-    return (
-        type(value) is str
-        and len(value) <= max_chars
-        and value.isascii()
-        and value.isprintable()
-        and "\\" not in value
-    )
+    return type(value) is str and len(value) <= max_chars and copytext.plain(value)
 
 
 def _plain_event_type(value: object) -> bool:
@@ -430,13 +423,7 @@ class RecordPreparer:
         texts = tuple(map(get, _LLM_TEXT_FIELDS))  # agent_type ... error, in column order
         max_chars = self.settings.max_field_chars
         for text in texts:
-            if text is not None and not (
-                type(text) is str
-                and len(text) <= max_chars
-                and text.isascii()
-                and text.isprintable()
-                and "\\" not in text
-            ):
+            if text is not None and not _plain_text(text, max_chars):
                 return None
         numbers = tuple(map(get, _INT_FIELDS))
         for number in numbers:

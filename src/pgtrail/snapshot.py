@@ -20,6 +20,7 @@ import orjson
 from pydantic import BaseModel
 
 from pgtrail.models import AgentEvent
+from pgtrail.sink import AGENT, JOURNEY, LLM
 
 DATA_JSON = "_data_json"
 """Key of the frozen ``data`` (a JSON object); ``data`` is then None."""
@@ -32,9 +33,6 @@ CONTEXT = "_context"
 
 # Rejects NaN and infinities in one C call, where orjson would silently write null.
 _NAN_CHECK = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-_LLM = "logs_llm_execution"
-_AGENT = "logs_agent_execution"
-_JOURNEY = "logs_user_journey"
 _AGENT_ARGS = frozenset({"agent_type", "event", "event_type", "duration_ms", "data"})
 _JOURNEY_ARGS = frozenset({"event_type", "data"})
 _EVENT_FIELDS: dict[type[BaseModel], tuple[tuple[str, str], ...] | None] = {}
@@ -123,7 +121,7 @@ def freeze(table: str, args: dict[str, Any], max_chars: int) -> dict[str, Any]:
     The result is a new dictionary that the garbage collector never tracks when everything
     in it is a string or a number; ``args`` itself when nothing could be frozen.
     """
-    if table == _LLM:
+    if table == LLM:
         frozen_data = frozen_dict(args.get("data"), max_chars)
         frozen_payload = frozen_dict(args.get("payload"), max_chars)
         if frozen_data is None and frozen_payload is None:
@@ -136,7 +134,7 @@ def freeze(table: str, args: dict[str, Any], max_chars: int) -> dict[str, Any]:
         if frozen_payload is not None:
             thin[PAYLOAD_JSON] = frozen_payload
         return thin
-    if table == _AGENT:
+    if table == AGENT:
         data = args.get("data")
         if data is not None and type(data) is not dict:
             return args
@@ -163,7 +161,7 @@ def freeze(table: str, args: dict[str, Any], max_chars: int) -> dict[str, Any]:
         if not args.keys() <= _AGENT_ARGS:  # something more, e.g. a sampling mark
             thin.update((k, v) for k, v in args.items() if k not in _AGENT_ARGS)
         return thin
-    if table == _JOURNEY:
+    if table == JOURNEY:
         data = args.get("data")
         if type(data) is dict and (text := clean_json(data, max_chars)) is not None:
             thin = {"event_type": args.get("event_type"), DATA_JSON: text}
