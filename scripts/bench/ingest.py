@@ -196,7 +196,9 @@ def workers_run(dsn: str, events: int, batch_size: int, processes: int) -> tuple
         except queue.Empty:
             failed = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
             if failed:
-                raise RuntimeError(f"a worker process failed (exit codes {failed})") from None
+                raise RuntimeError(
+                    f"a worker process failed (exit codes {failed}); its traceback is above"
+                ) from None
     elapsed = time.perf_counter() - began
     for worker in workers:
         worker.join()
