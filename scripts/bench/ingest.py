@@ -178,7 +178,7 @@ def workers_run(dsn: str, events: int, batch_size: int, processes: int) -> tuple
     """
     truncate(dsn)
     context = multiprocessing.get_context("fork")
-    start, done = context.Barrier(processes + 1), context.Queue()
+    start, done = context.Barrier(processes + 1, timeout=120), context.Queue()
     workers = [
         context.Process(
             target=_worker, args=(dsn, events // processes, batch_size, i + 1, start, done)
