@@ -27,13 +27,14 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from typer.testing import CliRunner
 
 import pgtrail
-from pgtrail import partitions, reports, tenancy
+from pgtrail import partitions, reports, sandbox, tenancy
 from pgtrail.cli import app
 from pgtrail.config import Settings
 from pgtrail.demo.load import load
 from pgtrail.demo.simulate import DemoOptions
 from pgtrail.errors import ReportError
 from pgtrail.migrate import migrate
+from pgtrail.sandbox import SandboxError
 from pgtrail.tenancy import TenancyError
 
 TENANTS = ("acme", "globex")
@@ -551,7 +552,7 @@ def test_an_owner_without_createrole_migrates_writes_every_tenant_and_replays(
     as_owner = Settings(
         dsn=with_user(empty_db_dsn, owner), redis_url=None, spool_dir=tmp_path / "spool"
     )
-    assert [m.version for m in migrate(as_owner)] == [1, 2, 3]
+    assert [m.version for m in migrate(as_owner)] == [1, 2, 3, 4]
 
     trail = pgtrail.Trail(as_owner, sync=True)
     _log_for_tenants(trail, ("acme", "globex"))
@@ -563,16 +564,21 @@ def test_an_owner_without_createrole_migrates_writes_every_tenant_and_replays(
     replayer.close()
     assert _by_tenant(empty_db_dsn) == _expected(("acme", "globex", "initech"))
 
-    # The owner bypasses row-level security: --tenant needs it to be a member of pgtrail_app.
+    # The owner bypasses row-level security: its reads need the sandbox handed to
+    # pgtrail_reader, which needs a moment's membership in it.
     query = "SELECT tenant_id, count(*) FROM logs_llm_execution GROUP BY 1"
-    with pytest.raises(TenancyError, match=f"GRANT {tenancy.APP_ROLE} TO {owner}"):
+    with pytest.raises(SandboxError, match=f"GRANT {sandbox.READER_ROLE} TO {owner}"):
         reports.run_sql(as_owner, query, tenant="acme")
+    with pytest.raises(SandboxError, match=f"GRANT {sandbox.READER_ROLE} TO {owner}"):
+        reports.run_sql(as_owner, query)
     with psycopg.connect(empty_db_dsn, autocommit=True) as admin:
         admin.execute(
             sql.SQL("GRANT {} TO {}").format(
-                sql.Identifier(tenancy.APP_ROLE), sql.Identifier(owner)
+                sql.Identifier(sandbox.READER_ROLE), sql.Identifier(owner)
             )
         )
+    with psycopg.connect(as_owner.dsn, autocommit=True) as conn:
+        tenancy.setup_roles(conn)
     assert reports.run_sql(as_owner, query, tenant="acme").rows == [("acme", 1)]
     assert len(reports.run_sql(as_owner, query).rows) == 3
 

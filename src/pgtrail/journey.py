@@ -17,9 +17,8 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
-from pgtrail import db, reports
+from pgtrail import db, reports, sandbox
 from pgtrail.config import Settings
 from pgtrail.redact import hash_user_id
 from pgtrail.trace import AgentEvent, JourneyEvent, NotFoundError, event_dict
@@ -235,17 +234,16 @@ def load_journey(
     window = {"user": stored, "since": since, "until": until}
     with db.connect(settings) as conn:
         try:
-            with reports.read_only_transaction(conn, limit, tenant=tenant):
-                cur = conn.cursor(row_factory=dict_row)
-                rows = cur.execute(_EXECUTIONS_SQL, window).fetchall()
-                journey_rows = cur.execute(_JOURNEY_SQL, window).fetchall()
+            with sandbox.read_session(conn, limit, tenant=tenant) as session:
+                rows = session.query(_EXECUTIONS_SQL, window).dicts()
+                journey_rows = session.query(_JOURNEY_SQL, window).dicts()
                 known = {r["execution_id"] for r in rows}
                 missing = sorted({r["execution_id"] for r in journey_rows} - known)
                 if missing:
-                    rows += cur.execute(_EXECUTIONS_BY_ID_SQL, {"ids": missing}).fetchall()
+                    rows += session.query(_EXECUTIONS_BY_ID_SQL, {"ids": missing}).dicts()
                 ids = sorted(known | set(missing))
-                llm = cur.execute(_LLM_SQL, {"ids": ids}).fetchall() if ids else []
-                handoffs = cur.execute(_HANDOFF_SQL, {"ids": ids}).fetchall() if ids else []
+                llm = session.query(_LLM_SQL, {"ids": ids}).dicts() if ids else []
+                handoffs = session.query(_HANDOFF_SQL, {"ids": ids}).dicts() if ids else []
         except psycopg.Error as exc:
             raise reports.query_failure(f"journey of user {user_id}", exc, limit) from exc
     if not rows and not journey_rows:

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from pgtrail import db, sqlcheck, tenancy
+from pgtrail import db, sandbox, sqlcheck
 from pgtrail.config import Settings, extra_query_dirs
 from pgtrail.errors import ReportError
 from pgtrail.resources import queries_dir
@@ -190,9 +189,23 @@ def parse_report(text: str, path: Path, *, source: str = "pgtrail") -> Report:
         params=tuple(params),
         path=path,
         text=text,
-        driver_sql=sqlcheck.to_driver_sql(text, uses),
+        driver_sql=sqlcheck.to_driver_sql(text[: _statement_end(text, uses)], uses),
         source=source,
     )
+
+
+def _statement_end(text: str, uses: Sequence[sqlcheck.VariableUse]) -> int:
+    """Where the report's statement ends: before its semicolon and any comment after it."""
+    # Each variable becomes a literal of the same length, so offsets stay those of ``text``.
+    parts: list[str] = []
+    pos = 0
+    for use in uses:
+        width = use.end - use.start
+        parts.append(text[pos : use.start])
+        parts.append("'" + "x" * (width - 2) + "'" if use.quoted else "0" * width)
+        pos = use.end
+    parts.append(text[pos:])
+    return sandbox.statement_span("".join(parts))[1]
 
 
 def _parse_header(text: str, where: str) -> tuple[str | None, str, list[Param]]:
@@ -346,6 +359,10 @@ def parse_value(param: Param, raw: str, *, now: dt.datetime | None = None) -> ob
     kind = param.type
     try:
         if kind == "text":
+            if "\x00" in raw:
+                raise ReportError(
+                    f"parameter {param.name}: a NUL character cannot be sent to PostgreSQL"
+                )
             return raw
         if kind == "int":
             if not re.fullmatch(r"[+-]?\d+", value):
@@ -420,29 +437,19 @@ def bind_values(
 
 @contextmanager
 def read_only_transaction(
-    conn: psycopg.Connection[Any], timeout_ms: int, *, tenant: str | None = None
+    conn: psycopg.Connection[Any], timeout_ms: int
 ) -> Iterator[psycopg.Connection[Any]]:
     """A READ ONLY transaction whose statements are cancelled after ``timeout_ms``.
 
-    With ``tenant``, row-level security limits every read in it to that tenant's rows.
+    Only for pgtrail's own fixed statements over every tenant (alert rules); reports,
+    ad-hoc SQL and every ``--tenant`` read go through :func:`pgtrail.sandbox.read_session`.
+
+    Args:
+        conn: an autocommit connection.
+        timeout_ms: statement_timeout of every statement, in ms.
     """
     with conn.transaction():
-        # One snapshot for every statement in it: a trace or a set of alert rules read
-        # several tables and must see them as of the same moment.
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        conn.execute(
-            sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(timeout_ms)))
-        )
-        # JIT-compiling a report's plan costs more than running it (seconds at 1M rows).
-        conn.execute("SET LOCAL jit = off")
-        # Reports sort and hash up to a million rows; at the default 4MB work_mem those spill
-        # to disk. Raised for this transaction only, and never lowered below the server's.
-        conn.execute(
-            "SELECT set_config('work_mem', '64MB', true)"
-            " WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes('64MB')"
-        )
-        if tenant is not None:
-            tenancy.scope_to_tenant(conn, tenant)
+        sandbox.configure_read_only(conn, timeout_ms)
         yield conn
 
 
@@ -477,13 +484,11 @@ def run_report(
     started = time.perf_counter()
     with db.connect(settings) as conn:
         try:
-            with read_only_transaction(conn, limit, tenant=tenant):
-                cur = conn.execute(report.driver_sql.encode("utf-8"), values)
-                columns = [c.name for c in cur.description or []]
-                rows = [tuple(r) for r in cur.fetchall()]
+            with sandbox.read_session(conn, limit, tenant=tenant) as session:
+                result = session.query(report.driver_sql, values)
         except psycopg.Error as exc:
             raise query_failure(f"report {report.name}", exc, limit) from exc
-    return ReportResult(columns, rows, (time.perf_counter() - started) * 1000)
+    return ReportResult(result.columns, result.rows, (time.perf_counter() - started) * 1000)
 
 
 def run_sql(
@@ -499,18 +504,15 @@ def run_sql(
     With ``tenant``, only that tenant's rows are visible to it (row-level security).
     """
     sqlcheck.check_read_only(text, "sql", strict=False)
+    statement = sandbox.statement_text(text)
     limit = timeout_ms or settings.statement_timeout_ms
     started = time.perf_counter()
     with db.connect(settings) as conn:
         try:
-            with read_only_transaction(conn, limit, tenant=tenant):
-                cur = conn.cursor()
-                # Pipeline mode always uses the extended protocol: one statement, never more.
-                with conn.pipeline():
-                    cur.execute(text.encode("utf-8"))
-                columns = [c.name for c in cur.description or []]
-                rows = [tuple(r) for r in cur.fetchmany(max_rows + 1)]
+            with sandbox.read_session(conn, limit, tenant=tenant) as session:
+                result = session.query(statement, max_rows=max_rows)
         except psycopg.Error as exc:
             raise query_failure("the statement", exc, limit) from exc
-    truncated = len(rows) > max_rows
-    return ReportResult(columns, rows[:max_rows], (time.perf_counter() - started) * 1000, truncated)
+    return ReportResult(
+        result.columns, result.rows, (time.perf_counter() - started) * 1000, result.truncated
+    )

@@ -3,9 +3,8 @@
 Row-level security (``schema/0003_tenant_isolation.sql``) decides what a role sees: a role
 granted a tenant in ``pgtrail_tenant_grant`` sees that tenant's rows; a member of
 ``pgtrail_app`` sees the tenant named by the transaction-local setting ``pgtrail.tenant``;
-the owner of the tables and superusers bypass it. ``scope_to_tenant`` makes the CLI's
-``--tenant`` hold even when the CLI connects as the owner or a superuser, by switching the
-transaction to ``pgtrail_app``.
+the owner of the tables and superusers bypass it. Their ``--tenant`` reads are bound in the
+read sandbox (``pgtrail.sandbox``), by a signed token a query cannot forge.
 """
 
 from __future__ import annotations
@@ -63,23 +62,19 @@ def _one(conn: psycopg.Connection[Any], query: LiteralString, params: Any) -> tu
     return tuple(row)
 
 
-def scope_to_tenant(conn: psycopg.Connection[Any], tenant: str) -> None:
-    """Limits what the open transaction on ``conn`` reads to ``tenant``'s rows.
+def require_isolation(conn: psycopg.Connection[Any]) -> None:
+    """Raises unless row-level security is installed on every log table.
 
-    Called inside an open transaction, before the statement runs; effects end with it.
-    A role that bypasses row-level security (the owner, a superuser) is switched to
-    ``pgtrail_app`` for the transaction, so the policies apply to it too.
+    Args:
+        conn: a connection inside the transaction that will read.
 
     Raises:
-        TenancyError: row-level security is not installed, the switch is impossible, or the
-            connected role may not read ``tenant``; the message says what to run.
+        TenancyError: the tables or their row-level security are missing; run `migrate`.
     """
-    check_tenant(tenant)
-    found, protected, active, user = _one(
+    found, protected = _one(
         conn,
         """
-        SELECT count(c.oid), count(*) FILTER (WHERE c.relrowsecurity),
-               bool_and(row_security_active(c.oid)), current_user::text
+        SELECT count(c.oid), count(*) FILTER (WHERE c.relrowsecurity)
         FROM unnest(%s::text[]) AS t (name)
         LEFT JOIN pg_class AS c ON c.oid = to_regclass(t.name)
         """,
@@ -92,48 +87,29 @@ def scope_to_tenant(conn: psycopg.Connection[Any], tenant: str) -> None:
             "row-level security is not installed on the log tables, so --tenant cannot be "
             "enforced; run `pgtrail migrate`"
         )
-    if not active:
-        _become_app_role(conn, user)
+
+
+def narrow_to_tenant(conn: psycopg.Connection[Any], tenant: str, user: str) -> None:
+    """Narrows what a role bound by row-level security reads to ``tenant``, for the transaction.
+
+    This is the ``pgtrail.tenant`` setting: a query that changes it can at most see what the
+    role itself may read (its granted tenants), never more. Roles that bypass row-level
+    security get their tenant bound in the read sandbox instead (``pgtrail.sandbox``).
+
+    Args:
+        conn: a connection inside the transaction that will read.
+        tenant: the tenant to show.
+        user: the connected role's name, for the error message.
+
+    Raises:
+        TenancyError: the role may not read ``tenant``; the message says what to run.
+    """
     conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
     (allowed,) = _one(conn, "SELECT %s = ANY (pgtrail_visible_tenants())", (tenant,))
     if not allowed:
         raise TenancyError(
             f"role {user} may not read tenant {tenant!r}; its owner can allow it with "
             f"`pgtrail tenant grant {tenant} {user}`"
-        )
-
-
-def _become_app_role(conn: psycopg.Connection[Any], user: str) -> None:
-    """Switches the transaction to ``pgtrail_app``; explains what to run when it cannot."""
-    exists, member = _one(
-        conn,
-        """
-        SELECT r.oid IS NOT NULL, coalesce(pg_has_role(current_user, r.oid, 'MEMBER'), false)
-        FROM (VALUES (1)) AS one (x) LEFT JOIN pg_roles AS r ON r.rolname = %s
-        """,
-        (APP_ROLE,),
-    )
-    if not exists:
-        raise TenancyError(
-            f"role {user} bypasses row-level security (it owns the tables or is a superuser) "
-            f"and role {APP_ROLE} does not exist, so --tenant cannot be enforced; as an "
-            f"administrator run: CREATE ROLE {APP_ROLE} NOLOGIN; GRANT {APP_ROLE} TO {user}; "
-            "then `pgtrail tenant setup`"
-        )
-    if not member:
-        raise TenancyError(
-            f"role {user} bypasses row-level security (it owns the tables or is a superuser) "
-            f"and is not a member of {APP_ROLE}, so --tenant cannot be enforced; as an "
-            f"administrator run: GRANT {APP_ROLE} TO {user}; (or connect as the tenant's role)"
-        )
-    conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
-    (still,) = _one(conn, "SELECT row_security_active(to_regclass('logs_llm_execution'))", ())
-    if not still:
-        raise TenancyError(
-            f"role {APP_ROLE} bypasses row-level security (it is a superuser, has BYPASSRLS or "
-            f"belongs to the owner of the tables), so --tenant cannot be enforced; as an "
-            f"administrator run: ALTER ROLE {APP_ROLE} NOSUPERUSER NOBYPASSRLS; and revoke its "
-            "membership in the owner role"
         )
 
 

@@ -16,9 +16,8 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import psycopg
-from psycopg.rows import dict_row
 
-from pgtrail import db, reports
+from pgtrail import db, reports, sandbox
 from pgtrail.config import Settings
 from pgtrail.correlation import RedisState, json_dict
 from pgtrail.errors import PgtrailError
@@ -223,12 +222,12 @@ def load_trace(
     params = {"id": execution_id}
     with db.connect(settings) as conn:
         try:
-            with reports.read_only_transaction(conn, limit, tenant=tenant):
-                cur = conn.cursor(row_factory=dict_row)
-                execution = cur.execute(_EXECUTION_SQL, params).fetchone()
-                llm = cur.execute(_LLM_SQL, params).fetchall()
-                agent = cur.execute(_AGENT_SQL, params).fetchall()
-                journey = cur.execute(_JOURNEY_SQL, params).fetchall()
+            with sandbox.read_session(conn, limit, tenant=tenant) as session:
+                executions = session.query(_EXECUTION_SQL, params).dicts()
+                llm = session.query(_LLM_SQL, params).dicts()
+                agent = session.query(_AGENT_SQL, params).dicts()
+                journey = session.query(_JOURNEY_SQL, params).dicts()
+            execution = executions[0] if executions else None
         except psycopg.Error as exc:
             raise reports.query_failure(f"trace of {execution_id}", exc, limit) from exc
     events: list[Event] = [

@@ -8,13 +8,14 @@ from typing import Any
 import psycopg
 import typer
 
-from pgtrail import db, migrate, partitions, tenancy
+from pgtrail import db, migrate, partitions, sandbox, tenancy
 from pgtrail.cli.app import app, console, settings_of
 from pgtrail.config import Settings
 from pgtrail.errors import PgtrailError
 
 MIN_SERVER_VERSION = 140000
 TENANCY_VERSION = 3  # the migration that brings row-level security
+SANDBOX_VERSION = 4  # the migration that brings the read sandbox
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ def _database_checks(settings: Settings) -> list[Check]:
                 )
             if applied[-1].version >= TENANCY_VERSION:
                 checks.append(_tenancy_check(conn))
+            if applied[-1].version >= SANDBOX_VERSION:
+                checks.append(_sandbox_check(conn))
     return checks
 
 
@@ -130,6 +133,19 @@ def _tenancy_check(conn: psycopg.Connection[Any]) -> Check:
         True,
         f"row-level security on all log tables; {grants} tenant grant(s)",
     )
+
+
+def _sandbox_check(conn: psycopg.Connection[Any]) -> Check:
+    """Whether `pgtrail sql`, reports and --tenant reads can run in the read sandbox."""
+    problem = sandbox.problem(conn)
+    if problem is None:
+        return Check(
+            "read sandbox",
+            True,
+            f"ad-hoc SQL, reports and --tenant reads run as {sandbox.READER_ROLE}, "
+            "with the tenant bound by a signed token",
+        )
+    return Check("read sandbox", False, problem, "pgtrail tenant setup (as the tables' owner)")
 
 
 def _redis_check(settings: Settings) -> Check:
