@@ -93,7 +93,8 @@ def secret_file(settings: Settings) -> Iterator[str]:
         conn.execute(
             sql.SQL("COPY (SELECT {}) TO {}").format(sql.Literal(SECRET), sql.Literal(path))
         )
-        assert SECRET in conn.execute("SELECT pg_read_file(%s)", (path,)).fetchone()[0]
+        content = conn.execute("SELECT pg_read_file(%s)", (path,)).fetchone()
+        assert content is not None and SECRET in content[0]
     yield path
     if os.path.exists(path):
         os.remove(path)

@@ -355,7 +355,8 @@ def test_server_errors_are_shown_literally_even_with_brackets(settings: Settings
 
 
 def test_sql_is_cancelled_after_the_timeout(settings: Settings) -> None:
-    result = cli(settings, "sql", "SELECT pg_sleep(5)", "--timeout-ms", "200")
+    endless = "SELECT count(*) FROM generate_series(1, 1000000000000) AS g"
+    result = cli(settings, "sql", endless, "--timeout-ms", "200")
 
     assert result.exit_code == 1
     assert "cancelled after 200 ms" in result.stderr
