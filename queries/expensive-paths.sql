@@ -30,6 +30,7 @@ by_names AS (
     LEFT JOIN costs AS c USING (execution_id)
     WHERE e.created_at >= :'since'::timestamptz
       AND e.created_at <  :'until'::timestamptz
+      AND e.event_type <> 'execution_joined'   -- a join's own row is not an execution
     GROUP BY e.workflow, names
 ),
 paths AS (

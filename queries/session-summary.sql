@@ -21,6 +21,7 @@ WITH executions AS (
     WHERE created_at >= :'since'::timestamptz
       AND created_at <  :'until'::timestamptz
       AND session_id IS NOT NULL
+      AND event_type <> 'execution_joined'   -- a join's own row is not an execution
     GROUP BY session_id
 ),
 journey AS (

@@ -573,3 +573,24 @@ def test_the_exporter_reports_failure_when_redis_stays_away(settings: Settings) 
         assert result.name == "FAILURE"
         assert 0.25 <= time.monotonic() - started < 5
         provider.shutdown()
+
+
+def test_an_id_too_long_for_an_index_is_cut_and_poisons_nothing(
+    settings: Settings, trail: Trail, assembler: TraceAssembler
+) -> None:
+    """A 10,000-character user id (20 kB, far past a btree entry) on every span of a trace."""
+    spans = support_trace()
+    long_user = "é" * 10_000
+    hostile = {
+        key: OtlpSpan(**{**s.__dict__, "attributes": {**s.attributes, "user.id": long_user}})
+        for key, s in spans.items()
+    }
+    assert assembler.accept(list(hostile.values())) == len(spans)
+    assembler.finalise_due(now=time.time() + 6)
+    trail.flush()
+    user = one(settings.dsn, "SELECT user_id FROM logs_execution")
+    # Cut where spans are mapped (names and ids keep 200 characters), so far under the limit.
+    assert user == "é" * 200
+    stored = counts(settings.dsn)
+    assert stored["logs_execution"] == 1 and stored["logs_llm_execution"] >= 2, stored
+    assert trail.stats.rejected == 0

@@ -175,21 +175,61 @@ def test_key_prefix_inside_a_longer_word_is_not_a_key() -> None:
 # -- JSON --------------------------------------------------------------------------------------
 
 
-def test_redact_json_walks_dicts_and_lists_and_keeps_keys() -> None:
+def test_redact_json_walks_dicts_and_lists_and_redacts_keys_too() -> None:
     value = {
         "messages": [
             {"role": "user", "content": "I am jane@example.com, call 415-555-0132"},
             {"role": "tool", "content": ["card 4111111111111111", 42, None, True, 1.5]},
         ],
-        "jane@example.com": "key kept, value redacted: x@y.de",
+        "jane@example.com": "key redacted, value redacted: x@y.de",
     }
     assert Redactor().redact_json(value) == {
         "messages": [
             {"role": "user", "content": "I am [EMAIL], call [PHONE]"},
             {"role": "tool", "content": ["card [CARD]", 42, None, True, 1.5]},
         ],
-        "jane@example.com": "key kept, value redacted: [EMAIL]",
+        "[EMAIL]": "key redacted, value redacted: [EMAIL]",
     }
+
+
+def test_keys_that_redact_to_the_same_placeholder_keep_every_value() -> None:
+    value = {"ana@example.com": 1, "bob@example.com": 2, "[EMAIL] #2": 3}
+    assert Redactor().redact_json(value) == {"[EMAIL]": 1, "[EMAIL] #2": 2, "[EMAIL] #2 #2": 3}
+
+
+def test_values_under_kept_keys_are_left_as_identifiers() -> None:
+    value = {"user.id": "ana@example.com", "note": "ana@example.com", "x": {"user.id": "b@c.de"}}
+    assert Redactor().redact_json(value, keep=frozenset({"user.id"})) == {
+        "user.id": "ana@example.com",
+        "note": "[EMAIL]",
+        "x": {"user.id": "b@c.de"},
+    }
+
+
+def test_json_text_is_redacted_as_json() -> None:
+    arguments = '{"api_key": "hunter2", "to": "ana\\u0040example.com", "n": 3}'
+    assert redact(arguments) == '{"api_key": "[SECRET]", "to": "[EMAIL]", "n": 3}'
+    assert Redactor().redact_json({"arguments": arguments}) == {
+        "arguments": '{"api_key": "[SECRET]", "to": "[EMAIL]", "n": 3}'
+    }
+    compact = '{"n":1,"text":"plain"}'
+    assert redact(compact) == compact  # nothing to redact: its formatting is kept
+    assert redact("[not json] ana@example.com") == "[not json] [EMAIL]"
+
+
+def test_process_records_keep_their_ids_and_lose_their_secrets() -> None:
+    record = {
+        "span_id": "4111111111111111",
+        "parent_span_id": None,
+        "name": "send to ana@example.com",
+        "nesting_level": 1,
+        "started_at": "2024-01-15T10:30:00+00:00",
+        "duration_ms": 5,
+        "status": "error",
+        "error": "ValueError: card 4111 1111 1111 1111",
+    }
+    (clean,) = Redactor().redact_processes([record])
+    assert clean == {**record, "name": "send to [EMAIL]", "error": "ValueError: card [CARD]"}
 
 
 def test_redact_json_replaces_values_of_secret_looking_keys() -> None:

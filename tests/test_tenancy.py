@@ -347,9 +347,10 @@ def test_trace_and_journey_show_another_tenants_execution_and_user_as_nothing(
 
 
 def test_a_tenant_role_sees_only_its_own_grants(world: World) -> None:
-    settings = world.as_user(world.tenant_role["acme"])
-    result = reports.run_sql(settings, "SELECT tenant_id, role_name FROM pgtrail_tenant_grant")
-    assert result.rows == [("acme", world.tenant_role["acme"])]
+    role = world.tenant_role["acme"]
+    with psycopg.connect(with_user(world.settings.dsn, role)) as conn:
+        grants = conn.execute("SELECT tenant_id, role_name FROM pgtrail_tenant_grant").fetchall()
+    assert grants == [("acme", role)]
 
 
 def test_an_application_role_without_the_setting_sees_nothing(world: World) -> None:

@@ -304,6 +304,7 @@ WHERE workflow = %(workflow)s
   AND created_at > %(since)s
   AND created_at <= %(until)s
   AND (NOT %(require_success)s OR status = 'success')
+  AND event_type <> 'execution_joined'
 """
 
 

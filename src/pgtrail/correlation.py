@@ -13,6 +13,7 @@ import contextvars
 import datetime as dt
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -21,12 +22,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from pgtrail.ids import new_span_id
+from pgtrail.redact import as_pseudonym
+from pgtrail.sanitize import Sanitizer, dumps
 
 if TYPE_CHECKING:
     from types import ModuleType
 
     import redis
 
+    from pgtrail.config import Settings
+    from pgtrail.redact import Redactor
     from pgtrail.trail import Trail
 
 log = logging.getLogger("pgtrail")
@@ -37,14 +42,27 @@ _REDIS_RETRY_S = 5.0
 REDIS_ERRORS: tuple[type[Exception], ...] = (OSError,)
 """What a failing Redis call raises; complete once the client is first made."""
 
+REDIS_DOWN_ERRORS: tuple[type[Exception], ...] = (OSError,)
+"""The part of :data:`REDIS_ERRORS` that means Redis cannot be reached (connection, timeout).
+
+Only these turn Redis off for a while: a command Redis or the client refuses because of one
+bad value (``DataError``, ``ResponseError``, an encoding error) says nothing about the
+connection, and must not cost every other execution its correlation.
+"""
+
+# What goes to Redis is cleaned like what goes to PostgreSQL (one sanitiser, non-strict: the
+# strict check of the same values happens on the caller's thread, before they get here).
+_CLEAN = Sanitizer()
+
 
 def _import_redis() -> ModuleType:
     # redis-py takes over a second to import (it loads its asyncio client too); commands that
     # never touch Redis should not pay for it.
-    global REDIS_ERRORS
+    global REDIS_ERRORS, REDIS_DOWN_ERRORS
     import redis
 
     REDIS_ERRORS = (redis.RedisError, OSError)
+    REDIS_DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
     return redis
 
 
@@ -101,6 +119,10 @@ class ExecutionState:
     # ``llm_context`` as JSON object members, added to each LLM record's particular_data;
     # None when it is not clean JSON (the writer then cleans the dictionary itself).
     llm_members: str | None = None
+    # Joined: whether the execution was open in Redis at the join (its root merges what is
+    # pushed there), and the records of this process's steps that could not be pushed.
+    shared: bool = True
+    unmerged: list[dict[str, Any]] = field(default_factory=list)
     # The id as the writer stores it. Records are stamped with this string, not the UUID
     # object: a stamp of plain values leaves the garbage collector's lists at its first pass,
     # which matters while thousands of records wait in the queue.
@@ -109,18 +131,39 @@ class ExecutionState:
     def __post_init__(self) -> None:
         self.execution_hex = self.execution_id.hex
 
-    def meta(self) -> dict[str, str]:
-        """The Redis hash of an open execution."""
-        return {
-            "workflow": self.workflow,
-            "tenant_id": self.tenant_id,
-            "user_id": self.user_id or "",
-            "session_id": self.session_id or "",
-            "context": json.dumps(self.context, default=str),
-            "parent_execution_id": str(self.parent_execution_id or ""),
+    def meta(self, redactor: Redactor | None = None) -> dict[str, str]:
+        """The Redis hash of an open execution, every value cleaned by the sanitiser.
+
+        Args:
+            redactor: When redaction is on: the workflow and the context are redacted too,
+                as in the execution's row (the ids are identifiers, kept).
+        """
+        meta = {
+            "workflow": clean_text(self.workflow, "workflow"),
+            "tenant_id": clean_text(self.tenant_id, "tenant_id") or "default",
+            "user_id": clean_text(self.user_id, "user_id"),
+            "session_id": clean_text(self.session_id, "session_id"),
+            "context": clean_json_text(self.context, "context"),
+            "parent_execution_id": clean_text(self.parent_execution_id, "parent_execution_id"),
             "started_at": self.started_at.isoformat(),
-            "root_span_id": self.root_span.span_id,
+            "root_span_id": clean_text(self.root_span.span_id, "span_id"),
         }
+        if redactor is not None:
+            meta["workflow"] = redactor.redact_text(meta["workflow"])
+            meta["context"] = clean_json_text(redactor.redact_json(self.context), "context")
+        return meta
+
+
+def clean_text(value: object, field: str) -> str:
+    """``value`` as the sanitiser stores it in a ``text`` column; ``""`` for None."""
+    text, _ = _CLEAN.text(value, field)
+    return text or ""
+
+
+def clean_json_text(value: object, field: str) -> str:
+    """``value`` as the sanitiser stores it in a ``jsonb`` column, as JSON text."""
+    clean, _ = _CLEAN.json(value, field)
+    return dumps(clean)
 
 
 _execution: contextvars.ContextVar[ExecutionState | None] = contextvars.ContextVar(
@@ -196,19 +239,37 @@ class TraceContext:
 
 
 def inject(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
-    """Adds ``traceparent`` for the current execution and process to ``headers``."""
+    """Adds ``traceparent`` for the current execution and process to ``headers``.
+
+    Args:
+        headers: A mutable mapping of header names to values; returned as given (and the
+            failure logged) when it cannot take the header, except in strict mode.
+    """
     state, span = current()
     if state is None:
         return headers
-    span_id = (span or state.root_span).span_id
-    headers["traceparent"] = f"00-{state.execution_id.hex}-{span_id}-01"
+    try:
+        span_id = (span or state.root_span).span_id
+        headers["traceparent"] = f"00-{state.execution_id.hex}-{span_id}-01"
+    except Exception:
+        if state.trail.settings.strict:
+            raise
+        if "inject" not in _lookup_reported:
+            _lookup_reported.add("inject")
+            log.exception("pgtrail: inject failed; the headers carry no traceparent (said once)")
     return headers
 
 
 def extract(headers: MutableMapping[str, str] | dict[str, str]) -> TraceContext | None:
     """Reads a ``traceparent`` header (any case); None when absent or malformed."""
-    value = next((v for k, v in headers.items() if k.lower() == "traceparent"), None)
-    if not value:
+    try:
+        value = next(
+            (v for k, v in headers.items() if isinstance(k, str) and k.lower() == "traceparent"),
+            None,
+        )
+    except Exception:  # not a mapping, or one whose items() fails: no trace context
+        return None
+    if not value or not isinstance(value, str):
         return None
     parts = value.strip().split("-")
     if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
@@ -229,12 +290,16 @@ def extract(headers: MutableMapping[str, str] | dict[str, str]) -> TraceContext 
 class RedisState:
     """Open executions in Redis; every operation degrades to a no-op when Redis is down."""
 
-    def __init__(self, url: str | None, prefix: str) -> None:
+    def __init__(self, url: str | None, prefix: str, redactor: Redactor | None = None) -> None:
         self.url = url
         self.prefix = prefix
+        # Set when redaction is on: what an execution's processes tell Redis is redacted
+        # before it is sent, as it would be before it is stored.
+        self.redactor = redactor
         self._client: redis.Redis | None = None
         self._down_until = 0.0
         self._warned = False
+        self._refused: set[str] = set()
         if url is None:
             log.info("pgtrail: Redis is off; single-process mode (executions cannot be joined)")
 
@@ -247,13 +312,29 @@ class RedisState:
         if self.url is None or time.monotonic() < self._down_until:
             return None
         if self._client is None:
-            self._client = _import_redis().Redis.from_url(
-                self.url, socket_connect_timeout=1.0, socket_timeout=2.0, decode_responses=True
-            )
+            try:
+                self._client = _import_redis().Redis.from_url(
+                    self.url, socket_connect_timeout=1.0, socket_timeout=2.0, decode_responses=True
+                )
+            except Exception as exc:  # an unusable URL: as good as unreachable
+                self.failed(OSError(f"{type(exc).__name__}: {exc}"))
+                return None
         return self._client
 
     def failed(self, exc: Exception) -> None:
-        """Notes a Redis failure: calls back off for a while and it is said once."""
+        """Notes a failed Redis call; only an unreachable Redis turns Redis off for a while.
+
+        Args:
+            exc: What the call raised. A connection error or timeout backs every call off
+                for a few seconds (said once); anything else (a value Redis or the client
+                refused) is said once per kind and leaves Redis on.
+        """
+        if not isinstance(exc, REDIS_DOWN_ERRORS):
+            key = type(exc).__name__
+            if key not in self._refused:
+                self._refused.add(key)
+                log.error("pgtrail: Redis refused a command (%s: %s); Redis stays on", key, exc)
+            return
         self._down_until = time.monotonic() + _REDIS_RETRY_S
         if not self._warned:
             self._warned = True
@@ -274,11 +355,12 @@ class RedisState:
             return
         try:
             pipe = client.pipeline(transaction=False)
-            pipe.hset(self.key(state.execution_id), mapping=cast("Mapping[Any, Any]", state.meta()))
+            meta = state.meta(self.redactor)
+            pipe.hset(self.key(state.execution_id), mapping=cast("Mapping[Any, Any]", meta))
             pipe.expire(self.key(state.execution_id), TTL_S)
             pipe.zadd(f"{self.prefix}open", {str(state.execution_id): time.time()})
             pipe.execute()
-        except REDIS_ERRORS as exc:
+        except Exception as exc:
             self.failed(exc)
 
     def load(self, execution_id: uuid.UUID) -> dict[str, str] | None:
@@ -288,27 +370,42 @@ class RedisState:
             return None
         try:
             meta: dict[str, str] = client.hgetall(self.key(execution_id))  # type: ignore[assignment]
-        except REDIS_ERRORS as exc:
+        except Exception as exc:
             self.failed(exc)
             return None
         return meta or None
 
-    def push_spans(self, execution_id: uuid.UUID, records: list[dict[str, Any]]) -> bool:
-        """Appends finished process records; False when they could not be stored."""
+    def push_spans(
+        self, execution_id: uuid.UUID, records: list[dict[str, Any]], *, only_open: bool = False
+    ) -> bool:
+        """Appends finished process records; False when they could not be stored.
+
+        Args:
+            execution_id: The execution they belong to.
+            records: Process records (:meth:`Span.record`), cleaned before they are sent.
+            only_open: Also False when the execution's row was already claimed (its root
+                will not read them any more): checked in the same transaction as the push.
+        """
         client = self.client()
         if client is None or not records:
             return False
         try:
-            pipe = client.pipeline(transaction=False)
+            pipe = client.pipeline(transaction=only_open)
             key = self.key(execution_id, ":procs")
-            pipe.rpush(key, *[json.dumps(r, default=str) for r in records])
+            if only_open:
+                pipe.exists(self.key(execution_id, ":final"))
+            if self.redactor is not None:
+                records = self.redactor.redact_processes(records)
+            pipe.rpush(key, *[clean_json_text(r, "processes_executed") for r in records])
             pipe.expire(key, TTL_S)
             pipe.zadd(f"{self.prefix}open", {str(execution_id): time.time()}, xx=True)
-            pipe.execute()
-        except REDIS_ERRORS as exc:
+            replies = pipe.execute()
+        except Exception as exc:
             self.failed(exc)
             return False
-        return True
+        # Pushed after the claim, they would stay unread until their TTL: the caller keeps
+        # them for a row of their own instead.
+        return not (only_open and replies[0])
 
     def spans(self, execution_id: uuid.UUID) -> list[dict[str, Any]]:
         """Process records pushed by every process of this execution."""
@@ -317,10 +414,10 @@ class RedisState:
             return []
         try:
             raw: list[str] = client.lrange(self.key(execution_id, ":procs"), 0, -1)  # type: ignore[assignment]
-        except REDIS_ERRORS as exc:
+        except Exception as exc:
             self.failed(exc)
             return []
-        return [json.loads(item) for item in raw]
+        return [record for item in raw if (record := _process_record(item)) is not None]
 
     def claim_final(self, execution_id: uuid.UUID) -> bool:
         """True for the one caller allowed to write the execution's row (or Redis down)."""
@@ -329,7 +426,7 @@ class RedisState:
             return True
         try:
             return bool(client.set(self.key(execution_id, ":final"), "1", nx=True, ex=TTL_S))
-        except REDIS_ERRORS as exc:
+        except Exception as exc:
             self.failed(exc)
             return True
 
@@ -343,7 +440,7 @@ class RedisState:
             pipe.delete(self.key(execution_id), self.key(execution_id, ":procs"))
             pipe.zrem(f"{self.prefix}open", str(execution_id))
             pipe.execute()
-        except REDIS_ERRORS as exc:
+        except Exception as exc:
             self.failed(exc)
 
     def idle(self, older_than_s: float) -> list[uuid.UUID]:
@@ -355,10 +452,10 @@ class RedisState:
             ids: list[str] = client.zrangebyscore(  # type: ignore[assignment]
                 f"{self.prefix}open", "-inf", time.time() - older_than_s
             )
-        except REDIS_ERRORS as exc:
+        except Exception as exc:
             self.failed(exc)
             return []
-        return [uuid.UUID(i) for i in ids]
+        return [found for i in ids if (found := _uuid_or_none(i)) is not None]
 
     def reset_after_fork(self) -> None:
         """Drops the parent's socket."""
@@ -367,8 +464,141 @@ class RedisState:
     def close(self) -> None:
         """Closes the connection."""
         if self._client is not None:
-            self._client.close()
+            try:
+                self._client.close()
+            except Exception as exc:
+                self.failed(exc)
             self._client = None
+
+
+def _process_record(raw: str) -> dict[str, Any] | None:
+    """One process record pushed to Redis; None when it is not one (never raises)."""
+    try:
+        record = json.loads(raw)
+    except (ValueError, TypeError):
+        return None
+    if not (
+        isinstance(record, dict)
+        and isinstance(record.get("span_id"), str)
+        and isinstance(record.get("started_at"), str)
+    ):
+        return None
+    return record
+
+
+def _uuid_or_none(raw: object) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a joined execution belongs to, and where that was learnt."""
+
+    tenant_id: str
+    user_id: str | None
+    session_id: str | None
+    workflow: str | None
+    source: str
+    """``redis`` (open), ``database`` (its stored row), ``join`` (the arguments), ``unknown``."""
+
+
+_STORED_SQL = """
+SELECT tenant_id, user_id, session_id, workflow
+FROM logs_execution
+WHERE execution_id = %(id)s AND created_at >= %(since)s AND created_at < %(until)s
+ORDER BY (event_type = 'execution_finalized') DESC, created_at
+LIMIT 1
+"""
+_RECENT_DAYS = 7
+
+
+def _windows(execution_id: uuid.UUID, now: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
+    """``created_at`` ranges to search, narrowest first: each prunes the day partitions.
+
+    A root's row is created at the time its UUIDv7 holds (pgtrail makes the id from it), so
+    the days around that time hold it; an id of the caller's own (``execution_id=``) is
+    looked for over the last week.
+    """
+    windows = []
+    if execution_id.version == 7:
+        at = dt.datetime.fromtimestamp((execution_id.int >> 80) / 1000, dt.UTC)
+        if now - dt.timedelta(days=3650) < at < now + dt.timedelta(days=1):
+            windows.append((at - dt.timedelta(days=1), at + dt.timedelta(days=1)))
+    windows.append((now - dt.timedelta(days=_RECENT_DAYS), now + dt.timedelta(days=1)))
+    return windows
+
+
+def _lookup(settings: Settings, execution_id: uuid.UUID, timeout_s: float) -> Identity | None:
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(settings.dsn).get("options") or ""
+    options = (
+        f"{given} -c search_path={settings.db_schema},public "
+        f"-c statement_timeout={max(1, int(timeout_s * 1000))}"
+    ).strip()
+    # libpq waits at least 2 s to connect whatever is asked; the caller waits no longer
+    # than timeout_s in any case (see stored_identity).
+    with psycopg.connect(
+        settings.dsn, autocommit=True, connect_timeout=max(2, math.ceil(timeout_s)), options=options
+    ) as conn:
+        now = dt.datetime.now(dt.UTC)
+        for since, until in _windows(execution_id, now):
+            row = conn.execute(
+                _STORED_SQL, {"id": execution_id, "since": since, "until": until}
+            ).fetchone()
+            if row is not None:
+                tenant, user, session, workflow = row
+                if settings.user_hmac_key:
+                    user = as_pseudonym(user)  # written hashed: not to be hashed again
+                return Identity(tenant or "default", user, session, workflow, "database")
+    return None
+
+
+def stored_identity(
+    settings: Settings, execution_id: uuid.UUID, timeout_s: float
+) -> Identity | None:
+    """Tenant, user and session of an execution's stored row; None when not found in time.
+
+    Args:
+        settings: Where the rows are (``dsn``, ``db_schema``).
+        execution_id: The execution whose ``logs_execution`` row is looked up.
+        timeout_s: Longest wait, in seconds. The look-up runs on a thread of its own, so
+            the caller never waits longer, whatever the network does; it never raises (a
+            failure is said once in the log, and counts as not found).
+    """
+    found: list[Identity | None] = []
+    problem: list[str] = []
+    done = threading.Event()
+
+    def look() -> None:
+        try:
+            found.append(_lookup(settings, execution_id, timeout_s))
+        except Exception as exc:
+            problem.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            done.set()
+
+    threading.Thread(target=look, name="pgtrail-join-lookup", daemon=True).start()
+    if not done.wait(timeout_s):
+        problem.append(f"no answer within {timeout_s:g} s")
+    if problem:
+        key = problem[0].split(":")[0]
+        if key not in _lookup_reported:
+            _lookup_reported.add(key)
+            log.error(
+                "pgtrail: could not look up execution %s in PostgreSQL (%s); said once",
+                execution_id,
+                problem[0],
+            )
+        return None
+    return found[0] if found else None
+
+
+_lookup_reported: set[str] = set()
 
 
 def merge_process_records(records: list[dict[str, Any]], root_span_id: str) -> list[dict[str, Any]]:

@@ -6,7 +6,9 @@ while the next is prepared, and the writer's waits on the network never hold up 
 preparation. At most two prepared batches wait between them. When PostgreSQL is unreachable
 a prepared batch is written to the spool and replayed, oldest first, once it is back. When
 the queue is full the caller moves the oldest records to the spool itself, so memory stays
-bounded and nothing is dropped. After ``fork`` the child starts empty: what the parent had
+bounded. Only when the spool cannot be written either (disk full, folder not writable) is a
+batch dropped: counted in ``stats.dropped``, said once with the reason, never raised into
+the application. After ``fork`` the child starts empty: what the parent had
 enqueued is the parent's to write.
 """
 
@@ -19,15 +21,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 
 from pgtrail import copytext
 from pgtrail.config import Settings
+from pgtrail.errors import PgtrailError
 from pgtrail.records import Item, RecordPreparer, Rejected
-from pgtrail.sink import PgSink, SinkUnavailableError
+from pgtrail.sink import COLUMNS, PROMPT_TABLE, PgSink, SinkUnavailableError
 from pgtrail.snapshot import freeze
-from pgtrail.spool import Batch, Spool
+from pgtrail.spool import Batch, Spool, SpoolDamagedError
 
 log = logging.getLogger("pgtrail")
 _REJECTED_KEPT = 1000
@@ -51,6 +55,9 @@ class FlushStats:
     spooled: int = 0
     replayed: int = 0
     rejected: int = 0
+    dropped: int = 0
+    damaged_files: int = 0
+    busy_files: int = 0
     batches: int = 0
     last_error: str | None = None
     recent_rejections: collections.deque[Rejected] = field(
@@ -63,6 +70,34 @@ def _merged(first: Batch, second: Batch) -> Batch:
     for table, rows in second.items():
         first.setdefault(table, []).extend(rows)
     return first
+
+
+def _row_problem(table: str, row: str) -> str | None:
+    """Why a spooled row cannot be written as it is, or None when it looks whole."""
+    try:
+        values = copytext.fields(row)
+        if len(values) != len(COLUMNS[table]):
+            return f"{len(values)} fields where {len(COLUMNS[table])} are expected"
+        if table != PROMPT_TABLE:
+            copytext.created_day(row)
+    except Exception as exc:
+        return f"unreadable row: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _screened(batch: Batch) -> list[Rejected]:
+    """Takes the rows that cannot be written out of a spooled batch; returns them refused."""
+    refused: list[Rejected] = []
+    for table, rows in batch.items():
+        kept = []
+        for row in rows:
+            problem = _row_problem(table, row)
+            if problem is None:
+                kept.append(row)
+            else:
+                refused.append(Rejected(table, None, f"spooled row skipped: {problem}"))
+        rows[:] = kept
+    return refused
 
 
 class Flusher:
@@ -133,8 +168,8 @@ class Flusher:
             return
         batch, rejected = self.preparer.prepare(items)
         self._record_rejections(rejected)
-        self._to_spool(batch, sum(len(rows) for rows in batch.values()))
-        log.warning("pgtrail: queue full; a batch of %d records went to the spool", len(items))
+        if self._to_spool(batch, sum(len(rows) for rows in batch.values())):
+            log.warning("pgtrail: queue full; a batch of %d records went to the spool", len(items))
 
     # -- the flushing side ------------------------------------------------------------
 
@@ -179,7 +214,9 @@ class Flusher:
                     self._prepare_batch(self._take(self.settings.batch_size))
                 if self._on_flush:
                     self._on_flush()
-                if time.monotonic() >= self._db_down_until and self.spool.files():
+                if time.monotonic() >= self._db_down_until and (
+                    self._db_down_until or self.spool.files()
+                ):  # a replay, or while PostgreSQL is known down, a probe of it
                     if self._writer is None:
                         self.replay_spool()
                     elif not self._replay_queued:
@@ -195,7 +232,9 @@ class Flusher:
         """Prepares one batch and hands it to the writer thread (or writes it, without one)."""
         if not items:
             return
-        db_up = time.monotonic() >= self._db_down_until
+        # While PostgreSQL is known down, batches go straight to the spool and the writer
+        # probes it (``replay_spool``): no batch waits out a connection attempt in memory.
+        db_up = not self._db_down_until
         if db_up:
             try:
                 self.sink.refresh_prices()  # before preparing: cost inference needs them
@@ -260,7 +299,7 @@ class Flusher:
 
     def _store(self, batch: Batch, rows: int) -> None:
         """Writes one prepared batch; to the spool when PostgreSQL cannot take it."""
-        if time.monotonic() < self._db_down_until:  # it went away since the batch was prepared
+        if self._db_down_until:  # it went away since the batch was prepared
             self._to_spool(batch, rows)
             return
         try:
@@ -287,10 +326,32 @@ class Flusher:
         self.stats.written += rows
         self.stats.batches += 1
 
-    def _to_spool(self, batch: Batch, rows: int) -> None:
+    def _to_spool(self, batch: Batch, rows: int) -> bool:
+        """Spools a batch; when the spool cannot take it, counts it dropped (never raises).
+
+        Returns:
+            Whether the batch reached the spool.
+        """
         self.preparer.forget_prompts()  # their rows may not have been stored: send again
-        self.spool.write(batch)
+        try:
+            self.spool.write(batch)
+        except PgtrailError as exc:
+            self._drop(rows, str(exc))
+            return False
         self.stats.spooled += rows
+        return True
+
+    def _drop(self, rows: int, reason: str) -> None:
+        first = self.stats.dropped == 0
+        self.stats.dropped += rows
+        self.stats.last_error = reason
+        if first:  # once: a full disk would otherwise log for every batch
+            log.error(
+                "pgtrail: PostgreSQL and the spool both refused a batch; %d record(s) dropped "
+                "(stats.dropped counts all that follow): %s",
+                rows,
+                reason,
+            )
 
     def _mark_down(self, exc: Exception) -> None:
         self.stats.last_error = str(exc)
@@ -310,26 +371,64 @@ class Flusher:
     def replay_spool(self) -> int:
         """Writes spooled batches through the idempotent path; returns rows replayed."""
         replayed = 0
-        for path in self.spool.files():
-            with self.spool.claim(path) as batch:
-                if batch is None:
-                    continue
-                try:
-                    self.sink.refresh_prices()
-                    self.preparer.fill_missing_costs(batch)
-                    self.sink.ensure_partitions(batch)
-                    refused = self.sink.write_isolating(batch)
-                except SinkUnavailableError as exc:
-                    self._mark_down(exc)
-                    break
-                self._record_rejections([Rejected(r.table, None, r.reason) for r in refused])
-                self.spool.done(path)
-                count = sum(len(rows) for rows in batch.values()) - len(refused)
+        self.stats.busy_files = 0
+        files = self.spool.files()
+        if not files and self._db_down_until:
+            self._probe()
+        for path in files:
+            try:
+                count = self._replay_file(path)
+            except SinkUnavailableError as exc:
+                self._mark_down(exc)
+                break
+            if count is None:
+                self.stats.busy_files += 1
+            else:
                 replayed += count
         self.stats.replayed += replayed
         if replayed:
             self._db_up()
         return replayed
+
+    def _probe(self) -> None:
+        """Tries PostgreSQL while it is known down and nothing is spooled to try it with."""
+        try:
+            self.sink.probe()
+        except SinkUnavailableError as exc:
+            self._mark_down(exc)
+        else:
+            self._db_up()
+
+    def _replay_file(self, path: Path) -> int | None:
+        """Replays one spooled file; rows stored, or None when another replay holds it.
+
+        A file that cannot be read back or written (other than PostgreSQL being away) is
+        moved aside, so one damaged file never blocks the others.
+        """
+        try:
+            with self.spool.claim(path) as batch:
+                if batch is None:
+                    return None
+                unknown = sorted(set(batch) - set(COLUMNS))
+                if unknown:
+                    raise SpoolDamagedError(f"unknown table(s) {', '.join(unknown)}")
+                self._record_rejections(_screened(batch))
+                try:
+                    self.sink.refresh_prices()
+                    self.preparer.fill_missing_costs(batch)
+                    self.sink.ensure_partitions(batch)
+                    refused = self.sink.write_isolating(batch)
+                except SinkUnavailableError:
+                    raise
+                except Exception as exc:
+                    raise SpoolDamagedError(f"{type(exc).__name__}: {exc}") from exc
+                self._record_rejections([Rejected(r.table, None, r.reason) for r in refused])
+                self.spool.done(path)
+                return sum(len(rows) for rows in batch.values()) - len(refused)
+        except SpoolDamagedError as exc:
+            self.stats.damaged_files += 1
+            self.spool.set_aside(path, str(exc))
+            return 0
 
     def _record_rejections(self, rejected: list[Rejected]) -> None:
         for r in rejected:

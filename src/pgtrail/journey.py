@@ -10,7 +10,6 @@ tenant when one is given, with every value bound by the driver.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -20,21 +19,20 @@ import psycopg
 
 from pgtrail import db, reports, sandbox
 from pgtrail.config import Settings
-from pgtrail.redact import hash_user_id
+from pgtrail.redact import PSEUDONYM, hash_user_id
 from pgtrail.trace import AgentEvent, JourneyEvent, NotFoundError, event_dict
-
-_HASHED_ID = re.compile(r"^u_[0-9a-f]{32}$")
 
 _EXECUTIONS_SQL = """
 SELECT execution_id, created_at, workflow, status, error, session_id, duration_ms
 FROM logs_execution
 WHERE user_id = %(user)s AND created_at >= %(since)s AND created_at < %(until)s
+  AND event_type <> 'execution_joined'
 ORDER BY created_at, event_id
 """
 _EXECUTIONS_BY_ID_SQL = """
 SELECT execution_id, created_at, workflow, status, error, session_id, duration_ms
 FROM logs_execution
-WHERE execution_id = ANY(%(ids)s)
+WHERE execution_id = ANY(%(ids)s) AND event_type <> 'execution_joined'
 """
 _JOURNEY_SQL = """
 SELECT created_at, execution_id, session_id, span_id, event_type, particular_data
@@ -204,7 +202,7 @@ def _last_at(execution: JourneyExecution) -> dt.datetime:
 
 def stored_user_id(settings: Settings, user_id: str) -> str:
     """The id as the writer stored it: HMAC-hashed when ``PGTRAIL_USER_HMAC_KEY`` is set."""
-    if settings.user_hmac_key and not _HASHED_ID.match(user_id):
+    if settings.user_hmac_key and not PSEUDONYM.match(user_id):
         return hash_user_id(user_id, settings.user_hmac_key)
     return user_id
 

@@ -1,9 +1,10 @@
 """Turns what the ``log_*`` helpers enqueued into rows ready for COPY.
 
 This runs in the background flusher, off the caller's path: validation against the models,
-sanitising (NUL bytes, surrogates, NaN, oversized fields, cycles), redaction, user-id
-hashing, cost inference and prompt hashing. A record that cannot be stored is rejected
-alone, with a reason; the rest of its batch goes on.
+sanitising (NUL bytes, surrogates, NaN, oversized fields, cycles), redaction (every free-text
+and JSON field of the four tables and the prompt bodies, with :mod:`pgtrail.redact`; the id
+columns are only sanitised), user-id hashing, cost inference and prompt hashing. A record
+that cannot be stored is rejected alone, with a reason; the rest of its batch goes on.
 
 Each row comes out as its ``COPY`` text line (:mod:`pgtrail.copytext`), built once. Records
 whose every argument already has its exact, clean type (the common case) skip the models
@@ -31,9 +32,9 @@ from pgtrail.errors import ValidationError
 from pgtrail.ids import uuid7_hex
 from pgtrail.models import LLM_OUTCOMES, AgentEvent, AgentRecord, JourneyRecord, LlmCall
 from pgtrail.pricing import PriceBook
-from pgtrail.redact import Redactor, hash_user_id
+from pgtrail.redact import Pseudonym, Redactor, hash_user_id
 from pgtrail.sampling import MARK, SAMPLED_OUT, mark, strip_bodies
-from pgtrail.sanitize import Sanitizer, dumps
+from pgtrail.sanitize import ID_MAX_CHARS, Sanitizer, dumps
 from pgtrail.sink import AGENT, COLUMNS, EXECUTION, JOURNEY, LLM, PROMPT_TABLE
 from pgtrail.snapshot import (
     CONTEXT,
@@ -170,6 +171,9 @@ class RecordPreparer:
         self.settings = settings
         self.prices = prices
         self.sanitizer = Sanitizer(max_field_chars=settings.max_field_chars, strict=False)
+        self._id_sanitizer = Sanitizer(
+            max_field_chars=min(ID_MAX_CHARS, settings.max_field_chars), strict=False
+        )
         self.redactor = Redactor() if settings.redact else None
         self._known_prompts: OrderedDict[str, float] = OrderedDict()
         self._forget_prompts = False
@@ -237,11 +241,10 @@ class RecordPreparer:
 
     # -- pieces -------------------------------------------------------------------------
 
-    def _text(self, value: Any, field: str, notes: list[str]) -> str | None:
-        """Clean text (not yet escaped for COPY)."""
+    def _clean(self, value: Any, field: str, notes: list[str]) -> str | None:
+        """Sanitised text (not yet escaped for COPY), not redacted: for identifiers."""
         if (
             type(value) is str
-            and self.redactor is None
             and len(value) <= self.settings.max_field_chars
             and value.isascii()
             and "\x00" not in value
@@ -249,6 +252,26 @@ class RecordPreparer:
             return value  # the common case: nothing to clean
         clean, problems = self.sanitizer.text(value, field)
         notes.extend(problems)
+        return clean
+
+    def _clean_id(self, value: Any, field: str, notes: list[str]) -> str | None:
+        """A tenant, user or session id: sanitised and cut to ``ID_MAX_CHARS``, not redacted."""
+        if value is None:
+            return None
+        if (
+            type(value) is str
+            and len(value) <= ID_MAX_CHARS
+            and value.isascii()
+            and "\x00" not in value
+        ):
+            return value
+        clean, problems = self._id_sanitizer.text(value, field)
+        notes.extend(problems)
+        return clean
+
+    def _text(self, value: Any, field: str, notes: list[str]) -> str | None:
+        """Clean free text (not yet escaped for COPY), redacted when redaction is on."""
+        clean = self._clean(value, field, notes)
         if clean is not None and self.redactor is not None:
             clean = self.redactor.redact_text(clean)
         return clean
@@ -321,19 +344,25 @@ class RecordPreparer:
         if type(span_id) is str and span_id.isascii() and span_id.isalnum() and len(span_id) < 65:
             span = span_id  # the usual hex id: nothing to clean or escape
         else:
-            span = self._text_field(span_id, "span_id", notes)
+            span = _field(self._clean(span_id, "span_id", notes))
         created = f"{second[1]}.{at.microsecond:06d}+00:00"
         return f"{eid}\t{execution_hex}\t{created}\t{people}\t{span}"
 
     def _people_fields(
         self, execution_id: uuid.UUID | str, tenant_id: Any, user_id: Any, session_id: Any
     ) -> tuple[str, str, list[str]]:
+        # Identifiers are never redacted: every e-mail-shaped id would become "[EMAIL]", one
+        # person. A user id is hashed from its raw value when a key is set.
         notes: list[str] = []
-        user = self._text(user_id, "user_id", notes) if user_id is not None else None
-        if user is not None and self.settings.user_hmac_key:
-            user = hash_user_id(user, self.settings.user_hmac_key)
-        tenant = self._text(tenant_id, "tenant_id", notes) or "default"
-        session = self._text(session_id, "session_id", notes) if session_id is not None else None
+        key = self.settings.user_hmac_key
+        if key and user_id is not None and type(user_id) is not Pseudonym:
+            # Hashed whole: two long ids that share their first ID_MAX_CHARS stay two people.
+            user = self._clean(user_id, "user_id", notes)
+            user = hash_user_id(user, key) if user is not None else None
+        else:
+            user = self._clean_id(user_id, "user_id", notes)
+        tenant = self._clean_id(tenant_id, "tenant_id", notes) or "default"
+        session = self._clean_id(session_id, "session_id", notes)
         execution_hex = execution_id if isinstance(execution_id, str) else execution_id.hex
         return execution_hex, f"{escape(tenant)}\t{_field(user)}\t{_field(session)}", notes
 
@@ -487,7 +516,10 @@ class RecordPreparer:
         for field in _LLM_TEXT_FIELDS:
             if isinstance(args.get(field), str):
                 args[field] = self._text(args[field], field, notes)
+        # The JSON bodies skip the model: the sanitiser cleans any value (non-str keys...).
+        bodies: dict[str, Any] = {k: args.pop(k) for k in ("data", "payload") if k in args}
         call = LlmCall.model_validate(args).model_dump(exclude_none=True)
+        call.update(bodies)
         for field in ("agent_type", "provider", "model", "prompt_version", "error"):
             if field in call:
                 call[field] = escape(call[field])
@@ -579,6 +611,7 @@ class RecordPreparer:
                 duration = None if duration is None else round(duration)
             fields = {k: v for k, v in args.items() if k not in ("event", "data")}
             fields.update(event_type=event_type, duration_ms=duration, data={})
+            self._clean_names(fields, notes)
             record = AgentRecord.model_validate(fields)
             duration = _int4(record.duration_ms, "duration_ms")
             type_field = _field(self._text(record.event_type, "event_type", notes))
@@ -606,14 +639,32 @@ class RecordPreparer:
         if plain and (data is None or type(data) is dict):
             type_field = str(event_type)
         else:
-            record = JourneyRecord.model_validate(args)
+            fields = {k: v for k, v in args.items() if k != "data"}
+            self._clean_names(fields, notes)
+            record = JourneyRecord.model_validate(fields)
             type_field = _field(self._text(record.event_type, "event_type", notes))
-            data = record.data
+            if data is not None and not isinstance(data, dict):
+                problem = f"data: expected a dict, got {type(data).__qualname__}; stored as value"
+                if self.sanitizer.strict:
+                    raise ValidationError(problem)
+                notes.append(problem)
+                data = {"value": data}
         data, extra = _without_bodies(data, sampled_out)
         return f"{common}\t{type_field}\t{self._json(data, 'data', notes, extra)}"
 
+    def _clean_names(self, fields: dict[str, Any], notes: list[str]) -> None:
+        """Cleans (and marks) NUL and surrogates in event and agent types before validation."""
+        for name in ("event_type", "agent_type"):
+            value = fields.get(name)
+            if isinstance(value, str) and not (value.isascii() and "\x00" not in value):
+                fields[name], problems = self.sanitizer.text(value, name)
+                notes.extend(problems)
+
     def _execution(self, common: str, args: dict[str, Any], notes: list[str]) -> Row:
-        processes = self._plain_json(args["processes"], "processes_executed", notes)
+        steps = args["processes"]
+        if self.redactor is not None:
+            steps = self.redactor.redact_processes(steps)
+        processes = self._plain_json(steps, "processes_executed", notes)
         workflow = self._text(args["workflow"], "workflow", notes) or "unnamed"
         error = self._text(args["error"], "error", notes) if args.get("error") else None
         context = self._json(args.get("context") or {}, "context", [])
@@ -622,11 +673,14 @@ class RecordPreparer:
             {"sampling": sampling} if sampling else {}, "particular_data", notes
         )
         duration = _int4(args.get("duration_ms"), "duration_ms")
+        event_type = args.get("event_type") or "execution_finalized"  # or a join's own row
+        finalized = args["finalized_at"]
         return (
-            f"{common}\texecution_finalized\t{particular}\t{escape(workflow)}\t"
+            f"{common}\t{escape(event_type)}\t{particular}\t{escape(workflow)}\t"
             f"{copytext.field(args.get('parent_execution_id'))}\t{escape(args['status'])}\t"
             f"{_field(error)}\t{processes}\t{context}\t"
-            f"{copytext.timestamp(args['finalized_at'])}\t{NULL if duration is None else duration}"
+            f"{NULL if finalized is None else copytext.timestamp(finalized)}\t"
+            f"{NULL if duration is None else duration}"
         )
 
 

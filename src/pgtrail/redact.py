@@ -4,6 +4,14 @@ Redaction is off by default; the caller decides whether to apply a :class:`Redac
 are replaced by typed placeholders: ``[EMAIL]``, ``[PHONE]``, ``[CARD]``, ``[API_KEY]`` and
 ``[JWT]``, and in JSON the values of secret-looking keys become ``[SECRET]``.
 
+This module is the one place that decides what a value looks like once it is safe to store.
+Every path that stores what a caller or a span sent goes through a :class:`Redactor`: the
+writer's rows (and so the spool, which holds prepared rows), the state of open executions in
+Redis (:class:`pgtrail.correlation.RedisState`) and the spans held in Redis while their trace
+assembles (:func:`pgtrail.otlp.mapping.redact_span`). Identifiers are not redacted: a user,
+tenant or session id masked to ``[EMAIL]`` would merge different people into one. A user id
+is pseudonymised instead, from its raw value, by :func:`hash_user_id`.
+
 Deliberate limits, chosen to keep ordinary numbers (years, prices, dates, ids, token counts)
 intact:
 
@@ -17,6 +25,8 @@ intact:
   that fails the check is kept.
 * API keys are recognised by their vendor prefix; ``Bearer`` tokens need 16 characters and a
   digit, so the word in prose is left alone.
+* A digit run right after a dot is a decimal fraction (``0.4242424242424242``) and is kept;
+  so are numbers stored as JSON numbers rather than text.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import json
 import re
 from typing import Any
 
@@ -76,7 +87,7 @@ _INTL_PLUS = re.compile(r"\+(?<!\w.) [1-9] \d*+ (?:[\ .-]?(?:\(\d++\)|\d++))*+ (
 _INTL_00 = re.compile(
     r"00(?<![\w.+-].{2}) [1-9] \d*+ (?:[\ .-]?(?:\(\d++\)|\d++))*+ (?![\w-])", _FLAGS
 )
-_US_PAREN = re.compile(r"\((?<![\w.+-].) \d{3} \) \ ? \d{3} [-.\ ] \d{4} (?![\w-]|\.\d)", _FLAGS)
+_US_PAREN = re.compile(r"\((?<![\w+-].) \d{3} \) \ ? \d{3} [-.\ ] \d{4} (?![\w-]|\.\d)", _FLAGS)
 # North American phones with dashes or dots (group 1 is their separator), and card candidates:
 # 13 to 19 digits in one run, or three or more groups of at least three digits separated by
 # single spaces or dashes (4-4-4-4, 4-6-5, ...); the Luhn check comes after.
@@ -256,6 +267,26 @@ def _redact(text: str) -> str:
     return _digit_runs(text)
 
 
+def _redact_free(text: str) -> str:
+    """``text`` redacted; JSON text (tool arguments, bodies sent as text) as JSON."""
+    if text[:1] in ("{", "[") and len(text) >= 6:
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError):
+            return _redact(text)
+        if isinstance(parsed, dict | list):
+            # Parsed, the values of secret-looking keys are found, and escapes such as
+            # "\u0040" no longer hide an address. Unchanged text keeps its own formatting.
+            redacted = _REDACTOR.redact_json(parsed)
+            if redacted == parsed:
+                return text
+            try:
+                return json.dumps(redacted, ensure_ascii=False)
+            except (ValueError, RecursionError):
+                return _redact(text)
+    return _redact(text)
+
+
 @functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
     """Whether a dict key names a secret (``password``, ``apiKey``, ``X-Auth-Token``, ...).
@@ -272,6 +303,31 @@ def is_secret_key(key: str) -> bool:
     return words[-1] in _SECRET_WORDS or "_".join(words[-2:]) in _SECRET_PAIRS
 
 
+PROCESS_IDENTIFIERS = frozenset(
+    {"span_id", "parent_span_id", "nesting_level", "started_at", "duration_ms", "status"}
+)
+"""The members of a process record (an element of ``processes_executed``) that pgtrail sets
+itself; the others, the process name and its error first, are the caller's text."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _redact_key(key: str) -> str:
+    # Dict keys repeat from record to record (field names), so their answers are kept.
+    return _redact(key)
+
+
+def _free_key(key: str, target: dict[Any, Any]) -> str:
+    """``key`` redacted, and made distinct when two keys became the same placeholder."""
+    clean = _redact_key(key)
+    if clean in target:
+        # {"ana@example.com": 1, "bob@example.com": 2} keeps both values.
+        number = 2
+        while f"{clean} #{number}" in target:
+            number += 1
+        clean = f"{clean} #{number}"
+    return clean
+
+
 class Redactor:
     """Replaces secrets and personal data with typed placeholders.
 
@@ -279,15 +335,29 @@ class Redactor:
     """
 
     def redact_text(self, text: str) -> str:
-        """Return ``text`` with emails, phones, cards, API keys and JWTs replaced."""
-        return _redact(text)
+        """Return ``text`` with emails, phones, cards, API keys and JWTs replaced.
 
-    def redact_json(self, value: Any) -> Any:
-        """Return a copy of a JSON-like structure with its string values redacted.
+        A text that is a JSON object or array is redacted as JSON (see :meth:`redact_json`)
+        when that changes it, and then written back as JSON.
 
-        Dict keys are kept; the value of a secret-looking key (see :func:`is_secret_key`)
-        becomes ``[SECRET]`` unless it is ``None``. Tuples become lists; other values are kept
-        as they are. Shared and cyclic references are preserved without recursion.
+        Args:
+            text: Any free text.
+        """
+        return _redact_free(text)
+
+    def redact_json(self, value: Any, keep: frozenset[str] = frozenset()) -> Any:
+        """Return a copy of a JSON-like structure with its keys and string values redacted.
+
+        The value of a secret-looking key (see :func:`is_secret_key`) becomes ``[SECRET]``
+        unless it is ``None``. Keys are redacted like values; two keys that become the same
+        placeholder are told apart with ``" #2"``, ``" #3"``... Tuples become lists; other
+        values (numbers included) are kept as they are. Shared and cyclic references are
+        preserved without recursion.
+
+        Args:
+            value: A string, or dicts, lists and tuples of JSON-like values.
+            keep: Keys whose values are identifiers, kept as they are at any depth (and not
+                copied).
         """
         if isinstance(value, str):
             return self.redact_text(value)
@@ -300,17 +370,36 @@ class Redactor:
             source, target = pending.pop()
             if isinstance(source, dict):
                 for key, item in source.items():
-                    if item is not None and isinstance(key, str) and is_secret_key(key):
-                        target[key] = SECRET
-                    else:
-                        target[key] = self._child(item, copies, pending)
+                    if isinstance(key, str):
+                        if key in keep:
+                            target[key] = item
+                            continue
+                        secret = item is not None and is_secret_key(key)
+                        key = _free_key(key, target)
+                        if secret:
+                            target[key] = SECRET
+                            continue
+                    target[key] = self._child(item, copies, pending)
             else:
                 target.extend(self._child(item, copies, pending) for item in source)
         return root
 
+    def redact_processes(self, records: list[Any]) -> list[Any]:
+        """Process records (``processes_executed``, or their copies in Redis), made safe.
+
+        Args:
+            records: Process records as :meth:`pgtrail.correlation.Span.record` makes them.
+
+        Returns:
+            Copies in which the members pgtrail sets itself (:data:`PROCESS_IDENTIFIERS`) are
+            kept and the rest (the name, the error) is redacted.
+        """
+        redacted: list[Any] = self.redact_json(records, keep=PROCESS_IDENTIFIERS)
+        return redacted
+
     def _child(self, item: Any, copies: dict[int, Any], pending: list[tuple[Any, Any]]) -> Any:
         if isinstance(item, str):
-            return _redact(item)
+            return _redact_free(item)
         if not isinstance(item, dict | list | tuple):
             return item
         copy = copies.get(id(item))
@@ -326,11 +415,44 @@ class Redactor:
         return copy
 
 
+_REDACTOR = Redactor()
+
+
+PSEUDONYM = re.compile(r"^u_[0-9a-f]{32}$")
+"""The shape of a :func:`hash_user_id` result."""
+
+
+class Pseudonym(str):
+    """A user id that is already a :func:`hash_user_id` pseudonym, read back from a stored row.
+
+    The writer stores it as it is: hashing it again would make the same person a second
+    pseudonym in the rows written after a late join.
+    """
+
+    __slots__ = ()
+
+
+def as_pseudonym(user_id: str | None) -> str | None:
+    """``user_id`` as a :class:`Pseudonym` when it has the shape of one, else unchanged.
+
+    Args:
+        user_id: A user id read from a stored row, or None.
+    """
+    if user_id is not None and PSEUDONYM.match(user_id):
+        return Pseudonym(user_id)
+    return user_id
+
+
 def hash_user_id(user_id: str, key: str) -> str:
     """Pseudonymise a user id: ``"u_"`` + the first 32 hex digits of HMAC-SHA256(key, user_id).
 
     Deterministic for a given key, so one user's events stay linked; without the key the id
-    cannot be recovered or confirmed by guessing.
+    cannot be recovered or confirmed by guessing. Give the raw id, never a redacted one:
+    every e-mail address redacts to ``[EMAIL]``, which would make all of them one user.
+
+    Args:
+        user_id: The user id as the caller gave it.
+        key: The HMAC key (``PGTRAIL_USER_HMAC_KEY``).
 
     Raises:
         ValueError: ``key`` is empty (the result would be a plain, guessable hash).

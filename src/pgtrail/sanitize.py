@@ -134,6 +134,8 @@ def _replace_surrogates(text: str) -> tuple[str, int]:
 
 
 def _safe_str(value: object) -> str:
+    if type(value) is int:
+        return _int_text(value)  # str() refuses integers of more than 4300 digits
     try:
         return str(value)
     except Exception:
@@ -149,11 +151,40 @@ def _safe_repr(value: object) -> str:
     return text if isinstance(text, str) else f"<unrepresentable {type(value).__qualname__}>"
 
 
+def safe_str(value: object) -> str:
+    """``str(value)``, or its :func:`safe_repr` when ``__str__`` raises; never raises.
+
+    Args:
+        value: Anything, including objects whose ``__str__`` or ``__repr__`` raise.
+
+    Returns:
+        Text that may still hold NUL or surrogates (clean it with :class:`Sanitizer`).
+    """
+    return _safe_str(value)
+
+
+def safe_repr(value: object) -> str:
+    """``repr(value)``, or ``<unrepresentable TYPE>`` when ``__repr__`` fails; never raises.
+
+    Args:
+        value: Anything, including objects whose ``__repr__`` raises or returns a non-str.
+
+    Returns:
+        Text that may still hold NUL or surrogates (clean it with :class:`Sanitizer`).
+    """
+    return _safe_repr(value)
+
+
 def _int_text(value: int) -> str:
     try:
         return str(value)
     except ValueError:  # beyond sys.get_int_max_str_digits(); hex has no such limit
         return hex(value)
+
+
+ID_MAX_CHARS = 512
+"""Longest tenant, user or session id kept, in characters: at 4 bytes each they stay under
+PostgreSQL's limit for an index entry (about 2700 bytes), which would fail the whole batch."""
 
 
 class Sanitizer:

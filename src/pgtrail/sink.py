@@ -26,11 +26,19 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgtrail import copytext, partitions
 from pgtrail.config import Settings
-from pgtrail.db import CONNECT_TIMEOUT_S, mask_dsn
+from pgtrail.db import mask_dsn
 from pgtrail.pricing import PriceBook
 from pgtrail.spool import Batch, Row
 
 log = logging.getLogger("pgtrail")
+
+WRITER_WAIT_S = 0.75
+"""How long the writer waits for a connection before the batch goes to the spool.
+
+Short on purpose: while PostgreSQL is unreachable every attempt waits this long, and what
+waits in memory is what a ``kill -9`` loses. A slow connect is not lost either: the batch
+is spooled and replayed."""
+_WRITER_CONNECT_TIMEOUT_S = 2  # libpq's minimum; a refused port fails at once anyway
 
 LLM = "logs_llm_execution"
 AGENT = "logs_agent_execution"
@@ -134,9 +142,9 @@ class PgSink:
                 min_size=1,
                 max_size=2,
                 open=False,
-                timeout=CONNECT_TIMEOUT_S,
+                timeout=WRITER_WAIT_S,
                 kwargs={
-                    "connect_timeout": CONNECT_TIMEOUT_S,
+                    "connect_timeout": _WRITER_CONNECT_TIMEOUT_S,
                     # Set once per connection: a SET per batch would be a round trip more.
                     "options": _connection_options(self.settings.dsn, self.settings.db_schema),
                 },
@@ -170,6 +178,11 @@ class PgSink:
                 self.prices.load(conn)
         except psycopg.Error as exc:
             log.warning("pgtrail: price table not loaded (%s); costs stay null until it is", exc)
+
+    def probe(self) -> None:
+        """One round trip; raises SinkUnavailableError when PostgreSQL is unreachable."""
+        with self._transaction() as conn:
+            conn.execute("SELECT 1")
 
     def ensure_partitions(self, batch: Batch) -> None:
         """Creates the day partitions a batch's rows need, once per day per process."""

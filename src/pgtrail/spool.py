@@ -4,10 +4,14 @@ Each line is ``[table, row]``, the row being its ``COPY`` text line as the write
 it; files written by earlier versions hold ``[table, [values...]]`` and are read too.
 
 Each batch is one file, written to a temporary name, fsynced, renamed, and the folder
-fsynced, so a file either holds a whole batch or does not exist. Replay takes an exclusive
-``flock`` on a file so several processes sharing a spool never replay the same batch twice
-at once; the rows are written through the idempotent path, so even a replay repeated after a
-crash stores each event once.
+fsynced, so a file either holds a whole batch or does not exist; a write that fails (disk
+full, I/O error) removes its temporary file. Files are private to their owner (``0600`` in
+a ``0700`` folder, whatever the umask): they hold the events themselves. Replay takes an
+exclusive ``flock`` on a file so several processes sharing a spool never replay the same
+batch twice at once; the rows are written through the idempotent path, so even a replay
+repeated after a crash stores each event once. A file that cannot be read back (truncated,
+not JSON, an unknown layout) is moved into ``damaged/`` with the reason, and the others
+still replay.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import contextlib
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +30,12 @@ from pathlib import Path
 from pgtrail import copytext
 from pgtrail.errors import PgtrailError
 
+log = logging.getLogger("pgtrail")
+
 SUFFIX = ".jsonl"
+DAMAGED = "damaged"
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600
 
 Row = str
 """One row as its ``COPY`` text line (see :mod:`pgtrail.copytext`)."""
@@ -32,32 +43,105 @@ Batch = dict[str, list[Row]]
 """Rows by table."""
 
 
+class SpoolDamagedError(PgtrailError):
+    """A spooled file that cannot be read back as a batch."""
+
+
+def _parse(lines: Iterator[str]) -> Batch:
+    """The batch a spool file holds; raises SpoolDamagedError naming the first bad line."""
+    batch: Batch = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if not line.endswith("\n"):
+            raise SpoolDamagedError(f"line {number} is cut short (truncated file)")
+        try:
+            entry = json.loads(line)
+        except ValueError as exc:
+            raise SpoolDamagedError(f"line {number} is not JSON: {exc}") from None
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
+            raise SpoolDamagedError(f"line {number} is not a [table, row] pair")
+        table, row = entry
+        if isinstance(row, list):  # values, as earlier versions spooled them
+            try:
+                row = copytext.line(row)
+            except Exception as exc:
+                raise SpoolDamagedError(f"line {number} holds unusable values: {exc}") from None
+        if not isinstance(row, str):
+            raise SpoolDamagedError(f"line {number}: the row is neither text nor values")
+        batch.setdefault(table, []).append(row)
+    return batch
+
+
 class Spool:
-    """A folder of spooled batches."""
+    """A folder of spooled batches.
+
+    Args:
+        directory: The folder; created ``0700`` when missing.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._checked = False
+
+    def _ensure_directory(self) -> None:
+        """Creates the folder private, or tightens an existing one once per process."""
+        self.directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        if self._checked:
+            return
+        mode = stat.S_IMODE(self.directory.stat().st_mode)
+        if mode & 0o077:
+            try:
+                os.chmod(self.directory, mode & ~0o077 | _DIR_MODE)
+                log.warning(
+                    "pgtrail: spool folder %s was readable by others (%o); set to 0700",
+                    self.directory,
+                    mode,
+                )
+            except OSError as exc:
+                log.warning(
+                    "pgtrail: spool folder %s is readable by others (%o) and could not be "
+                    "tightened: %s",
+                    self.directory,
+                    mode,
+                    exc,
+                )
+        self._checked = True
 
     def write(self, batch: Batch) -> Path:
-        """Stores one batch durably; returns its file."""
+        """Stores one batch durably; returns its file.
+
+        Args:
+            batch: Rows by table.
+
+        Raises:
+            PgtrailError: The folder is not writable (no temporary file is left behind).
+        """
+        temp: Path | None = None
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self._ensure_directory()
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
             final = self.directory / f"{stamp}-{uuid.uuid4().hex[:12]}{SUFFIX}"
             temp = final.with_suffix(".tmp")
-            with open(temp, "w", encoding="utf-8") as fh:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+            with open(fd, "w", encoding="utf-8") as fh:
+                os.fchmod(fd, _FILE_MODE)  # the umask may have taken bits from O_CREAT's mode
                 for table, rows in batch.items():
                     for row in rows:
                         fh.write(json.dumps([table, row], ensure_ascii=False) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(temp, final)
+            temp = None
             dir_fd = os.open(self.directory, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
         except OSError as exc:
+            if temp is not None:
+                with contextlib.suppress(OSError):
+                    temp.unlink()
             raise PgtrailError(
                 f"cannot write to the spool folder {self.directory}: {exc}. "
                 "Set PGTRAIL_SPOOL_DIR to a writable folder."
@@ -83,9 +167,16 @@ class Spool:
         """Locks one file and yields its batch; None when another process holds it.
 
         The caller deletes the file (``done``) once the batch is committed.
+
+        Args:
+            path: One of ``files()``.
+
+        Raises:
+            SpoolDamagedError: The file cannot be read back; the caller moves it aside
+                (``set_aside``) while it still holds the lock.
         """
         try:
-            fh = open(path, encoding="utf-8")  # noqa: SIM115  (held open for the lock)
+            fh = open(path, encoding="utf-8", errors="strict")  # noqa: SIM115  (held for the lock)
         except FileNotFoundError:
             yield None
             return
@@ -98,17 +189,51 @@ class Spool:
             if not path.exists():  # replayed and removed by another process meanwhile
                 yield None
                 return
-            batch: Batch = {}
-            for line in fh:
-                if line.strip():
-                    table, row = json.loads(line)
-                    if isinstance(row, list):  # values, as earlier versions spooled them
-                        row = copytext.line(row)
-                    batch.setdefault(table, []).append(row)
+            try:
+                batch = _parse(iter(fh))
+            except UnicodeDecodeError as exc:
+                raise SpoolDamagedError(f"not UTF-8 text: {exc}") from None
             yield batch
+
+    def set_aside(self, path: Path, reason: str) -> Path | None:
+        """Moves a damaged file into ``damaged/`` so the rest of the spool replays.
+
+        Args:
+            path: The spooled file.
+            reason: Why it cannot be replayed; logged with the file's name.
+
+        Returns:
+            Where the file now is, or None when it could not be moved.
+        """
+        target_dir = self.directory / DAMAGED
+        target = target_dir / path.name
+        try:
+            target_dir.mkdir(mode=_DIR_MODE, exist_ok=True)
+            os.replace(path, target)
+        except OSError as exc:
+            log.error(
+                "pgtrail: spool file %s is damaged (%s) and could not be moved: %s",
+                path,
+                reason,
+                exc,
+            )
+            return None
+        log.error(
+            "pgtrail: spool file %s cannot be replayed (%s); moved to %s", path.name, reason, target
+        )
+        return target
+
+    def damaged(self) -> list[Path]:
+        """Files moved aside as damaged."""
+        folder = self.directory / DAMAGED
+        return sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []
 
     @staticmethod
     def done(path: Path) -> None:
-        """Removes a replayed batch."""
+        """Removes a replayed batch.
+
+        Args:
+            path: The spooled file.
+        """
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

@@ -167,7 +167,7 @@ SELECT workflow, status, error, tenant_id, user_id, session_id, span_id, parent_
 FROM logs_execution
 WHERE execution_id = %(id)s
 ORDER BY finalized_at DESC NULLS LAST, created_at DESC
-LIMIT 1
+LIMIT 100
 """
 _LLM_SQL = """
 SELECT created_at, span_id, event_type, agent_type, provider, model_target, prompt_version,
@@ -227,7 +227,7 @@ def load_trace(
                 llm = session.query(_LLM_SQL, params).dicts()
                 agent = session.query(_AGENT_SQL, params).dicts()
                 journey = session.query(_JOURNEY_SQL, params).dicts()
-            execution = executions[0] if executions else None
+            execution = _with_joined_steps(executions)
         except psycopg.Error as exc:
             raise reports.query_failure(f"trace of {execution_id}", exc, limit) from exc
     events: list[Event] = [
@@ -244,6 +244,26 @@ def load_trace(
             "Check the id, --tenant, and the schema (--schema / PGTRAIL_SCHEMA)."
         )
     return _open_trace(settings, execution_id, events, [*llm, *agent, *journey], tenant)
+
+
+def _with_joined_steps(executions: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The execution's row, with the steps of the joins' own rows (``execution_joined``).
+
+    The first row is the root's (it alone has a ``finalized_at``); the others hold steps of
+    joined processes that could not reach it (see :meth:`pgtrail.Trail.join`).
+    """
+    if not executions:
+        return None
+    first, others = executions[0], executions[1:]
+    if not others:
+        return first
+    steps = [
+        step
+        for row in executions
+        if isinstance(row["processes_executed"], list)
+        for step in row["processes_executed"]
+    ]
+    return {**first, "processes_executed": steps}
 
 
 def _llm_call(row: dict[str, Any]) -> LlmCall:

@@ -10,7 +10,7 @@ import typer
 
 from pgtrail.cli.app import app, console, fail, settings_of
 from pgtrail.durations import parse_duration
-from pgtrail.spool import Spool
+from pgtrail.spool import DAMAGED, Spool
 from pgtrail.trail import Trail
 
 spool_app = typer.Typer(help="The on-disk spool of batches that could not reach PostgreSQL.")
@@ -75,13 +75,25 @@ def replay_command(
         return
     with Trail(settings, sync=True) as trail:
         replayed = trail.replay_spool()
+        stats = trail.stats
         left = len(spool.files())
-        rejected = trail.stats.rejected
-    console.print(f"{replayed} row(s) replayed from {len(files) - left} batch file(s)")
-    if rejected:
-        console.print(f"[yellow]{rejected} row(s) refused by PostgreSQL (see the log)[/]")
-    if left:
-        fail(f"{left} batch file(s) could not be replayed: {trail.stats.last_error}")
+    damaged = stats.damaged_files
+    done = len(files) - left - damaged - stats.busy_files
+    console.print(f"{replayed} row(s) replayed from {max(done, 0)} batch file(s)")
+    if stats.rejected:
+        console.print(f"[yellow]{stats.rejected} row(s) refused (see the log)[/]")
+    if damaged:
+        console.print(
+            f"[yellow]{damaged} damaged file(s) moved to {spool.directory / DAMAGED} "
+            "(see the log for each file and why)[/]"
+        )
+    if stats.busy_files:
+        console.print(
+            f"{stats.busy_files} batch file(s) were being replayed by another process at the "
+            "same time: left to it"
+        )
+    if stats.last_error is not None and left > stats.busy_files:
+        fail(f"{left} batch file(s) could not be replayed: {stats.last_error}")
 
 
 @spool_app.command("status")

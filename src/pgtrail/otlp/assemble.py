@@ -1,7 +1,8 @@
 """Traces assembled into executions: spans held in Redis until the trace is complete.
 
 The spans of one trace arrive in several requests, out of order, from several services. Each
-is kept in a Redis hash per trace (keyed by span id, so a span delivered twice is kept once).
+is kept in a Redis hash per trace (keyed by span id, so a span delivered twice is kept once),
+redacted first when redaction is on.
 When the root span arrives the trace is due ``grace_s`` seconds later, which leaves time for
 the spans other services are still exporting. A trace whose root never arrives is finalised
 after ``idle_s`` seconds without activity (``pgtrail sweep`` does the same): as abandoned, or,
@@ -36,13 +37,20 @@ import redis
 
 from pgtrail.correlation import TTL_S, ExecutionState, Span
 from pgtrail.errors import PgtrailError
-from pgtrail.otlp.mapping import MappingOptions, inherit_agents, map_span
+from pgtrail.otlp.mapping import (
+    MappingOptions,
+    identity_attributes,
+    inherit_agents,
+    map_span,
+    redact_span,
+)
 from pgtrail.otlp.spans import (
     STATUS_ERROR,
     MappedSpan,
     OtlpSpan,
     SpanEvent,
 )
+from pgtrail.redact import Redactor
 from pgtrail.sink import LLM
 from pgtrail.snapshot import CONTEXT
 from pgtrail.trail import Trail
@@ -124,9 +132,11 @@ class TraceAssembler:
             )
         self.trail = trail
         self.grace_s = grace_s
-        self._mapper = mapper or functools.partial(
-            map_span, options=options or MappingOptions.from_env()
-        )
+        options = options or MappingOptions.from_env()
+        self._mapper = mapper or functools.partial(map_span, options=options)
+        # With redaction on, spans are redacted before Redis holds them (their identity
+        # attributes aside), not only once they become rows.
+        self._redaction = (Redactor(), identity_attributes(options)) if settings.redact else None
         self._prefix = f"{settings.redis_prefix}otlp:"
         self._redis = redis.Redis.from_url(
             settings.redis_url, socket_connect_timeout=2.0, socket_timeout=10.0
@@ -159,6 +169,8 @@ class TraceAssembler:
             AssemblyUnavailableError: Redis could not be reached; the caller should ask
                 its sender to retry (spans held already are not held twice).
         """
+        if self._redaction is not None:
+            spans = [redact_span(span, *self._redaction) for span in spans]
         by_trace: dict[str, list[OtlpSpan]] = {}
         for span in spans:
             by_trace.setdefault(span.trace_id, []).append(span)

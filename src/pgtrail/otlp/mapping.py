@@ -53,6 +53,7 @@ from pgtrail.otlp.spans import (
     RecordTable,
     SpanEvent,
 )
+from pgtrail.redact import Redactor
 
 log = logging.getLogger("pgtrail")
 T = TypeVar("T")
@@ -62,8 +63,10 @@ __all__ = [
     "DEFAULT_TENANT_ATTRIBUTES",
     "DEFAULT_USER_ATTRIBUTES",
     "MappingOptions",
+    "identity_attributes",
     "inherit_agents",
     "map_span",
+    "redact_span",
 ]
 
 DEFAULT_USER_ATTRIBUTES = ("user.id", "enduser.id", "langfuse.user.id")
@@ -175,6 +178,61 @@ class MappingOptions:
                 env.get(ENV_OTLP_SESSION_ATTRIBUTES), DEFAULT_SESSION_ATTRIBUTES
             ),
         )
+
+
+# -- redaction of held spans ---------------------------------------------------------------
+
+# Traceloop association properties and metadata keys the mapping reads identities from.
+_IDENTITY_KEYS = ("user_id", "userId", "tenant_id", "tenantId", "session_id", "sessionId")
+_IDENTITY_PREFIXES = ("", "traceloop.association.properties.", "langfuse.trace.metadata.")
+
+
+def identity_attributes(options: MappingOptions) -> frozenset[str]:
+    """The attributes the user, tenant and session ids are read from: identifiers.
+
+    Args:
+        options: The attribute lists in use.
+    """
+    return frozenset(
+        {
+            *options.user_attributes,
+            *options.tenant_attributes,
+            *options.session_attributes,
+            *(prefix + key for prefix in _IDENTITY_PREFIXES for key in _IDENTITY_KEYS),
+            *(prefix + "thread_id" for prefix in _IDENTITY_PREFIXES),
+            "group_id",
+        }
+    )
+
+
+def redact_span(span: OtlpSpan, redactor: Redactor, keep: frozenset[str]) -> OtlpSpan:
+    """The span as it may be held in Redis while its trace assembles, redaction being on.
+
+    Its name, status message, attributes, events and resource are redacted as the rows they
+    become would be; the mapping then reads the redacted span, and the writer redacts its
+    rows again (a placeholder stays what it is).
+
+    Args:
+        span: A decoded span.
+        redactor: The redactor in use.
+        keep: Attributes holding identifiers (see :func:`identity_attributes`), kept as
+            they are: the writer hashes a user id from its raw value.
+    """
+    return replace(
+        span,
+        name=redactor.redact_text(span.name) if isinstance(span.name, str) else span.name,
+        status_message=(
+            redactor.redact_text(span.status_message)
+            if isinstance(span.status_message, str)
+            else span.status_message
+        ),
+        attributes=redactor.redact_json(span.attributes, keep),
+        events=tuple(
+            replace(event, attributes=redactor.redact_json(event.attributes, keep))
+            for event in span.events
+        ),
+        resource=redactor.redact_json(span.resource, keep),
+    )
 
 
 # -- value conversions: each returns None for what it cannot read ----------------------------
