@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import stat
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -218,3 +220,29 @@ def test_threads_replaying_at_once_replay_every_record_exactly_once(settings: Se
     assert count(settings.dsn, "logs_execution") == 1
     assert sum(results) == 301  # every record counted by exactly one replayer
     assert Spool(settings.spool_dir).files() == []
+
+
+def test_partial_files_of_killed_writers_are_removed_and_live_ones_kept(
+    settings: Settings,
+) -> None:
+    """What a ``kill -9`` mid-write leaves goes at the next replay; a write in progress stays."""
+    files = spool_offline(settings, 2)
+    folder = settings.spool_dir
+    old = time.time() - 3600
+    dead = folder / "20260101T000000000000-deadbeef0000.tmp"
+    dead.write_text('["logs_user_journey", "half a ro')
+    os.utime(dead, (old, old))
+    young = folder / "20260101T000000000001-deadbeef0001.tmp"
+    young.write_text("being written")
+    held = folder / "20260101T000000000002-deadbeef0002.tmp"
+    held.write_text("being written slowly")
+    os.utime(held, (old, old))
+    with open(held, "rb") as writer:
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX)
+        code, output = replay(settings)
+        assert code == 0, output
+        assert not dead.exists()
+        assert young.exists() and held.exists()
+    assert Spool(folder).files() == []
+    assert count(settings.dsn, "logs_user_journey") == 2 * 10
+    assert len(files) >= 2

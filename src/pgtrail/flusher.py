@@ -372,6 +372,7 @@ class Flusher:
         """Writes spooled batches through the idempotent path; returns rows replayed."""
         replayed = 0
         self.stats.busy_files = 0
+        self.spool.remove_partial()
         files = self.spool.files()
         if not files and self._db_down_until:
             self._probe()

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,9 @@ SUFFIX = ".jsonl"
 DAMAGED = "damaged"
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
+_PARTIAL = ".tmp"
+_PARTIAL_STALE_S = 60.0
+"""Age after which an unlocked partial file is the remains of a killed writer."""
 
 Row = str
 """One row as its ``COPY`` text line (see :mod:`pgtrail.copytext`)."""
@@ -122,16 +126,18 @@ class Spool:
             self._ensure_directory()
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
             final = self.directory / f"{stamp}-{uuid.uuid4().hex[:12]}{SUFFIX}"
-            temp = final.with_suffix(".tmp")
+            temp = final.with_suffix(_PARTIAL)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
             with open(fd, "w", encoding="utf-8") as fh:
+                # Held until the file is whole: a partial file nobody holds is a dead writer's.
+                fcntl.flock(fd, fcntl.LOCK_EX)
                 os.fchmod(fd, _FILE_MODE)  # the umask may have taken bits from O_CREAT's mode
                 for table, rows in batch.items():
                     for row in rows:
                         fh.write(json.dumps([table, row], ensure_ascii=False) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(temp, final)
+                os.replace(temp, final)  # under the lock: remove_partial never races it
             temp = None
             dir_fd = os.open(self.directory, os.O_RDONLY)
             try:
@@ -147,6 +153,32 @@ class Spool:
                 "Set PGTRAIL_SPOOL_DIR to a writable folder."
             ) from exc
         return final
+
+    def remove_partial(self, stale_s: float = _PARTIAL_STALE_S) -> int:
+        """Deletes what killed writers left: partial files no process holds, older than
+        ``stale_s``. Their rows were never acknowledged as spooled (the write had not
+        finished), so nothing that was kept is lost; returns how many were deleted.
+
+        Args:
+            stale_s: Least age, in seconds, of a partial file that is deleted.
+        """
+        if not self.directory.is_dir():
+            return 0
+        removed = 0
+        now = time.time()
+        for path in self.directory.glob(f"*{_PARTIAL}"):
+            try:
+                if now - path.stat().st_mtime < stale_s:
+                    continue
+                with open(path, "rb") as fh:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    path.unlink()
+                removed += 1
+            except (BlockingIOError, FileNotFoundError):
+                continue  # a live writer holds it, or it was just finished or removed
+            except OSError as exc:
+                log.warning("pgtrail: could not remove partial spool file %s: %s", path, exc)
+        return removed
 
     def files(self) -> list[Path]:
         """Spooled batches, oldest first."""
