@@ -601,7 +601,8 @@ def test_reports_trace_and_journey_bind_the_tenant_too(two_tenants: Settings) ->
             "SELECT execution_id FROM logs_execution WHERE tenant_id = 'globex'"
         ).fetchone()
     assert globex is not None
-    from pgtrail.trace import NotFoundError, load_trace
+    from pgtrail.errors import NotFoundError
+    from pgtrail.trace import load_trace
 
     with pytest.raises(NotFoundError):
         load_trace(two_tenants, globex[0], tenant="acme")

@@ -11,7 +11,7 @@ import pytest
 
 import test_verbatim_queries as verbatim
 from pgtrail import reports, sqlcheck
-from pgtrail.sqlcheck import ReportFileError
+from pgtrail.errors import ReportFileError
 
 Case = tuple[str, str, str]
 

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from dbrows import one, rows
 from pgtrail.cli import app
 from pgtrail.config import Settings
-from pgtrail.otlp.assemble import AssemblyUnavailableError, TraceAssembler, record_event_id
+from pgtrail.errors import AssemblyUnavailableError
+from pgtrail.otlp.assemble import TraceAssembler, record_event_id
 from pgtrail.otlp.exporter import PgtrailSpanExporter
 from pgtrail.otlp.mapping import map_span
 from pgtrail.otlp.spans import STATUS_ERROR, OtlpSpan

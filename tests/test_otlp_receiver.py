@@ -32,7 +32,8 @@ from opentelemetry.trace import Tracer
 
 from dbrows import one, rows
 from pgtrail.config import Settings
-from pgtrail.otlp.decode import OtlpDecodeError, decode_json, decode_protobuf
+from pgtrail.errors import OtlpDecodeError
+from pgtrail.otlp.decode import decode_json, decode_protobuf
 from pgtrail.otlp.server import OtlpReceiver
 from pgtrail.spool import Spool
 from pgtrail.trail import Trail

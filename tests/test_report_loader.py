@@ -10,9 +10,8 @@ import pytest
 
 from pgtrail import reports
 from pgtrail.config import Settings
-from pgtrail.errors import ReportError
+from pgtrail.errors import ReportError, ReportFileError
 from pgtrail.resources import queries_dir
-from pgtrail.sqlcheck import ReportFileError
 
 GOOD = """\
 -- name: {name}

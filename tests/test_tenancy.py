@@ -32,10 +32,8 @@ from pgtrail.cli import app
 from pgtrail.config import Settings
 from pgtrail.demo.load import load
 from pgtrail.demo.simulate import DemoOptions
-from pgtrail.errors import ReportError
+from pgtrail.errors import ReportError, SandboxError, TenancyError
 from pgtrail.migrate import migrate
-from pgtrail.sandbox import SandboxError
-from pgtrail.tenancy import TenancyError
 
 TENANTS = ("acme", "globex")
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)

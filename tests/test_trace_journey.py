@@ -15,8 +15,9 @@ import pgtrail
 from pgtrail import AgentDecision, Handoff, ToolCall, Trail
 from pgtrail.cli import app
 from pgtrail.config import Settings
+from pgtrail.errors import NotFoundError
 from pgtrail.journey import load_journey
-from pgtrail.trace import LlmCall, NotFoundError, ProcessNode, load_trace
+from pgtrail.trace import LlmCall, ProcessNode, load_trace
 
 runner = CliRunner()
 

@@ -10,6 +10,7 @@ and user-journey events from anywhere below it::
                                       input_tokens=12570, output_tokens=1568)
 """
 
+from pgtrail.config import Settings
 from pgtrail.correlation import extract, inject
 from pgtrail.errors import PgtrailError
 from pgtrail.models import (
@@ -20,15 +21,17 @@ from pgtrail.models import (
     Retrieval,
     ToolCall,
 )
-from pgtrail.trail import Trail, log_agent_execution, log_llm_execution, log_user_journey
+from pgtrail.trail import Execution, Trail, log_agent_execution, log_llm_execution, log_user_journey
 
 __all__ = [
     "AgentDecision",
     "ContextCompression",
+    "Execution",
     "Guardrail",
     "Handoff",
     "PgtrailError",
     "Retrieval",
+    "Settings",
     "ToolCall",
     "Trail",
     "extract",

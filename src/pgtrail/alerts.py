@@ -33,14 +33,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pgtrail import db
 from pgtrail.config import Settings
 from pgtrail.durations import parse_duration
-from pgtrail.errors import ConfigurationError, PgtrailError
+from pgtrail.errors import ConfigurationError, EvaluationError, PgtrailError
 from pgtrail.reports import read_only_transaction
 
 RULE_KINDS = ("latency_p95", "error_rate", "daily_cost", "canary")
-
-
-class EvaluationError(PgtrailError):
-    """The rules could not be evaluated (database unreachable, timeout, missing tables)."""
 
 
 # -- the rules --------------------------------------------------------------------------------

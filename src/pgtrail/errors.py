@@ -29,3 +29,56 @@ class NoActiveExecutionError(PgtrailError):
 
 class ReportError(PgtrailError):
     """A saved report is malformed, unknown, or was given a bad parameter."""
+
+
+class ReportFileError(ReportError):
+    """A malformed report file or refused statement; the message starts with ``file:line:``."""
+
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        self.path = path
+        self.line = line
+        super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+
+
+class RecordError(PgtrailError):
+    """One record cannot be stored; the message says which field and why."""
+
+
+class AssemblyUnavailableError(PgtrailError):
+    """Redis, which holds traces while they assemble, cannot be reached; try again later."""
+
+
+class OtlpDecodeError(PgtrailError):
+    """The request body is not a valid OTLP trace export request; the message says why."""
+
+
+class SinkUnavailableError(PgtrailError):
+    """PostgreSQL could not be reached, or the connection broke mid-batch."""
+
+
+class NotFoundError(PgtrailError):
+    """Nothing is logged under the id that was asked for."""
+
+
+class TenancyError(PgtrailError):
+    """A tenant scope or grant cannot be applied; the message says what to run."""
+
+
+class SpoolDamagedError(PgtrailError):
+    """A spooled file that cannot be read back as a batch."""
+
+
+class DemoDataExistsError(PgtrailError):
+    """The target database already holds log rows where the demo would write."""
+
+
+class SandboxError(PgtrailError):
+    """The sandbox is not installed or not safe here; the message says what to run."""
+
+
+class RetentionError(PgtrailError):
+    """Retention cannot run as asked; the message says why and what to do."""
+
+
+class EvaluationError(PgtrailError):
+    """The rules could not be evaluated (database unreachable, timeout, missing tables)."""

@@ -27,11 +27,11 @@ import psycopg
 
 from pgtrail import copytext
 from pgtrail.config import Settings
-from pgtrail.errors import PgtrailError
+from pgtrail.errors import PgtrailError, SinkUnavailableError, SpoolDamagedError
 from pgtrail.records import Item, RecordPreparer, Rejected
-from pgtrail.sink import COLUMNS, PROMPT_TABLE, PgSink, SinkUnavailableError
+from pgtrail.sink import COLUMNS, PROMPT_TABLE, PgSink
 from pgtrail.snapshot import freeze
-from pgtrail.spool import Batch, Spool, SpoolDamagedError
+from pgtrail.spool import Batch, Spool
 
 log = logging.getLogger("pgtrail")
 _REJECTED_KEPT = 1000

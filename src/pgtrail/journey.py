@@ -19,8 +19,9 @@ import psycopg
 
 from pgtrail import db, reports, sandbox
 from pgtrail.config import Settings
+from pgtrail.errors import NotFoundError
 from pgtrail.redact import PSEUDONYM, hash_user_id
-from pgtrail.trace import AgentEvent, JourneyEvent, NotFoundError, event_dict
+from pgtrail.trace import AgentEvent, JourneyEvent, event_dict
 
 _EXECUTIONS_SQL = """
 SELECT execution_id, created_at, workflow, status, error, session_id, duration_ms

@@ -28,7 +28,7 @@ import pydantic
 from pgtrail import copytext
 from pgtrail.config import Settings
 from pgtrail.copytext import NULL, escape, escape_json
-from pgtrail.errors import ValidationError
+from pgtrail.errors import RecordError, ValidationError
 from pgtrail.ids import uuid7_hex
 from pgtrail.models import LLM_OUTCOMES, AgentEvent, AgentRecord, JourneyRecord, LlmCall
 from pgtrail.pricing import PriceBook
@@ -102,10 +102,6 @@ class Rejected:
     table: str
     event_id: uuid.UUID | None
     reason: str
-
-
-class RecordError(Exception):
-    """One record cannot be stored; the message says which field and why."""
 
 
 def _finite_or_none(value: Any, field: str, notes: list[str]) -> Any:

@@ -25,9 +25,8 @@ import psycopg
 
 from pgtrail import db, sandbox, sqlcheck
 from pgtrail.config import Settings, extra_query_dirs
-from pgtrail.errors import ReportError
+from pgtrail.errors import ReportError, ReportFileError
 from pgtrail.resources import queries_dir
-from pgtrail.sqlcheck import ReportFileError
 
 PARAM_TYPES = ("timestamptz", "date", "int", "numeric", "text", "bool", "uuid")
 _TYPE_ALIASES = {"integer": "int", "bigint": "int", "boolean": "bool", "timestamp": "timestamptz"}

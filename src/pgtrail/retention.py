@@ -26,7 +26,7 @@ from psycopg import sql
 
 from pgtrail import partitions
 from pgtrail.durations import parse_duration
-from pgtrail.errors import PgtrailError
+from pgtrail.errors import RetentionError
 
 DEFAULT_MAX_FIELD_CHARS = 1024
 """Strings in ``particular_data`` longer than this are blanked by payload retention."""
@@ -34,10 +34,6 @@ MIN_MAX_FIELD_CHARS = 64
 LOCK_TIMEOUT_MS = 2000
 DROP_ATTEMPTS = 5
 _PARTITION_LOCK = "pgtrail_partitions"  # the advisory lock pgtrail_ensure_partitions takes
-
-
-class RetentionError(PgtrailError):
-    """Retention cannot run as asked; the message says why and what to do."""
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from psycopg import pq, sql
 from psycopg.types.json import Jsonb
 
 from pgtrail import tenancy
-from pgtrail.errors import PgtrailError
+from pgtrail.errors import SandboxError
 
 READER_ROLE = "pgtrail_reader"
 """The role the sandbox runs queries as: SELECT on the log tables and views, nothing else."""
@@ -49,10 +49,6 @@ _LIMIT = "pgtrail_limit"
 _JSONB_OID = 3802
 _FETCH_CHUNK = 2000
 _PLACEHOLDER = re.compile(r"%\((?P<name>[A-Za-z_][A-Za-z0-9_]*)\)s|%%")
-
-
-class SandboxError(PgtrailError):
-    """The sandbox is not installed or not safe here; the message says what to run."""
 
 
 class Mode(enum.Enum):

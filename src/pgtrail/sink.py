@@ -27,6 +27,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pgtrail import copytext, partitions
 from pgtrail.config import Settings
 from pgtrail.db import mask_dsn
+from pgtrail.errors import SinkUnavailableError
 from pgtrail.pricing import PriceBook
 from pgtrail.spool import Batch, Row
 
@@ -91,10 +92,6 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
     ],
     PROMPT_TABLE: [("prompt_hash", "text"), ("body", "text"), ("body_chars", "int4")],
 }
-
-
-class SinkUnavailableError(Exception):
-    """PostgreSQL could not be reached, or the connection broke mid-batch."""
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pgtrail import copytext
-from pgtrail.errors import PgtrailError
+from pgtrail.errors import PgtrailError, SpoolDamagedError
 
 log = logging.getLogger("pgtrail")
 
@@ -45,10 +45,6 @@ Row = str
 """One row as its ``COPY`` text line (see :mod:`pgtrail.copytext`)."""
 Batch = dict[str, list[Row]]
 """Rows by table."""
-
-
-class SpoolDamagedError(PgtrailError):
-    """A spooled file that cannot be read back as a batch."""
 
 
 def _parse(lines: Iterator[str]) -> Batch:

@@ -30,7 +30,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pgtrail.errors import ReportError
+from pgtrail.errors import ReportFileError
 
 _IDENT_START = re.compile(r"[A-Za-z_]")
 _IDENT_CHARS = re.compile(r"[A-Za-z0-9_]*")
@@ -211,15 +211,6 @@ _NODE_NAMES = {
     "RangeTableSample": "TABLESAMPLE",
     "JsonTable": "JSON_TABLE",
 }
-
-
-class ReportFileError(ReportError):
-    """A malformed report file or refused statement; the message starts with ``file:line:``."""
-
-    def __init__(self, path: str, line: int | None, message: str) -> None:
-        self.path = path
-        self.line = line
-        super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
 
 
 @dataclass(frozen=True)

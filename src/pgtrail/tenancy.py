@@ -16,7 +16,7 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg import sql
 
-from pgtrail.errors import PgtrailError
+from pgtrail.errors import TenancyError
 
 TENANT_SETTING = "pgtrail.tenant"
 """The PostgreSQL custom setting that names the tenant a session may read."""
@@ -27,10 +27,6 @@ WRITER_ROLE = "pgtrail_writer"
 LOG_TABLES = ("logs_execution", "logs_user_journey", "logs_agent_execution", "logs_llm_execution")
 READABLE = (*LOG_TABLES, "logs_execution_step", "pgtrail_model_price")
 """What a tenant's role is granted SELECT on (parents and the view only, never partitions)."""
-
-
-class TenancyError(PgtrailError):
-    """A tenant scope or grant cannot be applied; the message says what to run."""
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,9 @@ import psycopg
 from pgtrail import db, reports, sandbox
 from pgtrail.config import Settings
 from pgtrail.correlation import RedisState, json_dict
-from pgtrail.errors import PgtrailError
+from pgtrail.errors import NotFoundError
 
 EventKind = Literal["llm", "agent", "journey"]
-
-
-class NotFoundError(PgtrailError):
-    """Nothing is logged under the id that was asked for."""
 
 
 @dataclass(frozen=True)

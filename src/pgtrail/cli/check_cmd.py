@@ -17,7 +17,7 @@ import typer
 from pgtrail import alerts
 from pgtrail.cli.app import app, fail, settings_of
 from pgtrail.durations import parse_duration
-from pgtrail.errors import ConfigurationError
+from pgtrail.errors import ConfigurationError, EvaluationError
 from pgtrail.reports import parse_timestamptz
 
 EXIT_BREACH = 1
@@ -198,7 +198,7 @@ def check_command(
         breaches = alerts.evaluate(settings, rules, now=now, timeout_ms=timeout_ms)
     except ConfigurationError as exc:
         fail(str(exc), EXIT_CONFIG)
-    except alerts.EvaluationError as exc:
+    except EvaluationError as exc:
         fail(str(exc), EXIT_UNEVALUATED)
     if output is OutputFormat.json:
         document = {

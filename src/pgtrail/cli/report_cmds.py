@@ -14,9 +14,9 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from pgtrail import reports, sqlcheck
+from pgtrail import reports
 from pgtrail.cli.app import app, console, err_console, fail, settings_of
-from pgtrail.errors import PgtrailError
+from pgtrail.errors import PgtrailError, ReportFileError
 from pgtrail.render import dumps, render_rows
 from pgtrail.reports import Catalog, Report, ReportResult
 
@@ -273,7 +273,7 @@ def run_command(
     emit_rows(result, fmt)
 
 
-def _refusal(exc: sqlcheck.ReportFileError) -> str:
+def _refusal(exc: ReportFileError) -> str:
     """The check's message without its ``sql:LINE:`` prefix, the line said in words."""
     prefix = f"{exc.path}:{exc.line}: " if exc.line else f"{exc.path}: "
     reason = str(exc).removeprefix(prefix)
@@ -303,7 +303,7 @@ def sql_command(
         result = reports.run_sql(
             settings, text, max_rows=max_rows, timeout_ms=timeout_ms, tenant=tenant
         )
-    except sqlcheck.ReportFileError as exc:
+    except ReportFileError as exc:
         fail(_refusal(exc))
     except PgtrailError as exc:
         fail(str(exc))

@@ -20,7 +20,7 @@ from pgtrail import Trail, db
 from pgtrail.config import Settings
 from pgtrail.demo.sampling import SimClock
 from pgtrail.demo.simulate import Counts, DemoOptions, Highlights, Simulator
-from pgtrail.errors import PgtrailError
+from pgtrail.errors import DemoDataExistsError
 
 BATCH_SIZE = 10_000
 # The generator outruns the writer; past this many records in flight it waits, so the queue
@@ -71,10 +71,6 @@ class _Pacer:
 
 
 LOG_TABLES = ("logs_execution", "logs_user_journey", "logs_agent_execution", "logs_llm_execution")
-
-
-class DemoDataExistsError(PgtrailError):
-    """The target database already holds log rows where the demo would write."""
 
 
 def rows_in_window(settings: Settings, window: tuple[dt.datetime, dt.datetime]) -> int:

@@ -36,7 +36,7 @@ import orjson
 import redis
 
 from pgtrail.correlation import TTL_S, ExecutionState, Span
-from pgtrail.errors import PgtrailError
+from pgtrail.errors import AssemblyUnavailableError, PgtrailError
 from pgtrail.otlp.mapping import (
     MappingOptions,
     identity_attributes,
@@ -89,10 +89,6 @@ local spans = redis.call('hvals', KEYS[1])
 redis.call('del', KEYS[1])
 return spans
 """
-
-
-class AssemblyUnavailableError(PgtrailError):
-    """Redis, which holds traces while they assemble, cannot be reached; try again later."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from pgtrail.errors import PgtrailError
+from pgtrail.errors import OtlpDecodeError
 from pgtrail.otlp.spans import OtlpSpan, SpanEvent
 
 _MAX_DEPTH = 32
@@ -35,10 +35,6 @@ _SPAN_KINDS = {
 _STATUS_CODES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
-
-
-class OtlpDecodeError(PgtrailError):
-    """The request body is not a valid OTLP trace export request; the message says why."""
 
 
 @dataclass

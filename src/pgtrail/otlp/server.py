@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from pgtrail.errors import OtlpDecodeError
 from pgtrail.otlp import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT
 from pgtrail.otlp.assemble import (
     DEFAULT_GRACE_S,
@@ -35,7 +36,7 @@ from pgtrail.otlp.assemble import (
     Mapper,
     TraceAssembler,
 )
-from pgtrail.otlp.decode import Decoded, OtlpDecodeError, decode_json, decode_protobuf
+from pgtrail.otlp.decode import Decoded, decode_json, decode_protobuf
 from pgtrail.otlp.mapping import MappingOptions
 from pgtrail.trail import Trail
 
