@@ -29,7 +29,7 @@ from pgtrail import copytext
 from pgtrail.config import Settings
 from pgtrail.errors import PgtrailError, SinkUnavailableError, SpoolDamagedError
 from pgtrail.records import Item, RecordPreparer, Rejected
-from pgtrail.sink import COLUMNS, PROMPT_TABLE, PgSink
+from pgtrail.sink import COLUMNS, PROMPT_TABLE, Sink
 from pgtrail.snapshot import freeze
 from pgtrail.spool import Batch, Spool
 
@@ -106,7 +106,7 @@ class Flusher:
     def __init__(
         self,
         settings: Settings,
-        sink: PgSink,
+        sink: Sink,
         *,
         background: bool,
         on_flush: Callable[[], None] | None = None,

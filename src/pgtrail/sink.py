@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
@@ -119,6 +119,36 @@ def _connection_options(dsn: str, schema: str) -> str:
     given = conninfo_to_dict(dsn).get("options") or os.environ.get("PGOPTIONS", "")
     # Schema names are plain identifiers (checked in Settings): nothing to quote.
     return f"{given} -c search_path={schema},public".strip()
+
+
+class Sink(Protocol):
+    """Where the flusher sends prepared batches: PostgreSQL (:class:`PgSink`), or memory
+    (:class:`pgtrail.testing.MemorySink`)."""
+
+    prices: PriceBook
+    """The price table that costs are inferred from."""
+
+    def refresh_prices(self) -> None:
+        """Reloads the price table when it is stale; never raises."""
+
+    def probe(self) -> None:
+        """Raises :class:`SinkUnavailableError` when the destination cannot be reached."""
+
+    def ensure_partitions(self, batch: Batch) -> None:
+        """Makes room for the days the batch's rows fall on."""
+
+    def write(self, batch: Batch) -> None:
+        """Stores a batch whole, or raises."""
+
+    def write_isolating(self, batch: Batch) -> list[RejectedRow]:
+        """Stores a batch idempotently; returns only the rows refused."""
+        ...
+
+    def close(self) -> None:
+        """Releases connections."""
+
+    def reset_after_fork(self) -> None:
+        """Forgets connections inherited from the parent process."""
 
 
 class PgSink:

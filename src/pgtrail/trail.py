@@ -34,7 +34,7 @@ from pgtrail.records import Stamp
 from pgtrail.redact import Redactor
 from pgtrail.sampling import Sampler, SamplingConfig
 from pgtrail.sanitize import Sanitizer, safe_repr, safe_str
-from pgtrail.sink import AGENT, EXECUTION, JOURNEY, LLM, PgSink
+from pgtrail.sink import AGENT, EXECUTION, JOURNEY, LLM, PgSink, Sink
 from pgtrail.snapshot import (
     CONTEXT,
     CONTEXT_MEMBERS,
@@ -173,6 +173,8 @@ class Trail:
             caller's thread, instead of in the background (for scripts and tests).
         clock: Source of timestamps (aware datetimes); a simulation passes its own.
         pool: A psycopg pool to borrow instead of creating one; it is never closed here.
+        sink: Where batches go instead of PostgreSQL; :func:`pgtrail.testing.record`
+            passes one that keeps them in memory.
         **overrides: Any :class:`Settings` field, e.g. ``dsn=...``, ``redis_url=None``, or
             sampling: ``sample_rates={"001 Main": 0.1}``, ``default_sample_rate=1.0``,
             ``sample_keep_cost_usd=0.5`` (see :mod:`pgtrail.sampling`).
@@ -185,6 +187,7 @@ class Trail:
         sync: bool = False,
         clock: Callable[[], dt.datetime] | None = None,
         pool: ConnectionPool | None = None,
+        sink: Sink | None = None,
         **overrides: Any,
     ) -> None:
         if settings is None:
@@ -197,7 +200,10 @@ class Trail:
             settings.redis_url, settings.redis_prefix, Redactor() if settings.redact else None
         )
         self._flusher = Flusher(
-            settings, PgSink(settings, pool), background=not sync, on_flush=self._push_pending_spans
+            settings,
+            sink if sink is not None else PgSink(settings, pool),
+            background=not sync,
+            on_flush=self._push_pending_spans,
         )
         self._sampler = Sampler(
             SamplingConfig(
@@ -624,7 +630,7 @@ class Trail:
             "Trail.unmerged_processes; said once)",
         )
         error = state.error if status == "error" else None
-        self._enqueue_execution(state, processes, status, error, self._now())
+        self.enqueue_execution(state, processes, status, error, self._now())
         state.unmerged = []
 
     @overload
@@ -699,10 +705,15 @@ class Trail:
         self._pending_spans = [p for p in self._pending_spans if p[0] != state.execution_id]
         processes = correlation.merge_process_records(records, state.root_span.span_id)
         finalized = state.root_span.ended_at or self._now()
-        self._enqueue_execution(state, processes, state.status, state.error, finalized, sampling)
+        self.enqueue_execution(state, processes, state.status, state.error, finalized, sampling)
         self.redis.forget(state.execution_id)
 
-    def _enqueue_execution(
+    @property
+    def sampler(self) -> Sampler:
+        """This client's sampling: every record of an execution is routed through it."""
+        return self._sampler
+
+    def enqueue_execution(
         self,
         state: ExecutionState,
         processes: list[dict[str, Any]],
@@ -711,6 +722,16 @@ class Trail:
         finalized: dt.datetime,
         sampling: dict[str, Any] | None = None,
     ) -> None:
+        """Queues the ``logs_execution`` row of ``state`` (the seam the OTLP assembler uses).
+
+        Args:
+            state: The execution; a root's row, or a join's own ``execution_joined`` row.
+            processes: Every process of the execution in start order, as stored.
+            status: ``success``, ``error`` or ``abandoned``.
+            error: What went wrong, or None.
+            finalized: When it ended (its duration is counted to here).
+            sampling: The sampling decision to record in ``particular_data``, or None.
+        """
         stamp: Stamp = (
             execution_event_id(state.execution_id),
             state.execution_id,
@@ -785,7 +806,7 @@ class Trail:
                 processes = correlation.merge_process_records(
                     [root.record(), *records], root.span_id
                 )
-                self._enqueue_execution(
+                self.enqueue_execution(
                     state, processes, "abandoned", f"no activity for {idle_s:.0f} s", self._now()
                 )
                 swept.append(execution_id)
