@@ -21,6 +21,9 @@ import orjson
 NULL = "\\N"
 """A null field."""
 
+INT4_MAX = 2_147_483_647
+"""The largest value of an ``integer`` column (token counts, durations in milliseconds)."""
+
 _UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", "b": "\b", "f": "\f", "v": "\v"}
 _ESCAPED = re.compile(r"\\(.)", re.DOTALL)
 

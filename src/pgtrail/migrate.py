@@ -122,10 +122,27 @@ def _states(
 
 
 def status(settings: Settings, directory: Path | None = None) -> list[MigrationState]:
-    """Which schema files the database has applied, is missing, or holds in another form."""
-    migrations = load_migrations(directory)
+    """Which schema files the database has applied, is missing, or holds in another form.
+
+    Args:
+        settings: Where the database is (``dsn``, ``db_schema``).
+        directory: The schema files; by default the ones pgtrail ships.
+    """
     with db.connect(settings) as conn:
-        return _states(migrations, _applied(conn, settings.db_schema))
+        return status_on(conn, settings.db_schema, directory)
+
+
+def status_on(
+    conn: psycopg.Connection[Any], schema: str, directory: Path | None = None
+) -> list[MigrationState]:
+    """:func:`status` on a connection the caller holds.
+
+    Args:
+        conn: An open connection to the database.
+        schema: The schema pgtrail's tables are in.
+        directory: The schema files; by default the ones pgtrail ships.
+    """
+    return _states(load_migrations(directory), _applied(conn, schema))
 
 
 def _refuse_inconsistent(states: list[MigrationState], migrations: list[Migration]) -> None:

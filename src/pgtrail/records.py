@@ -27,7 +27,7 @@ import pydantic
 
 from pgtrail import copytext
 from pgtrail.config import Settings
-from pgtrail.copytext import NULL, escape, escape_json
+from pgtrail.copytext import INT4_MAX, NULL, escape, escape_json
 from pgtrail.errors import RecordError, ValidationError
 from pgtrail.ids import uuid7_hex
 from pgtrail.models import LLM_OUTCOMES, AgentEvent, AgentRecord, JourneyRecord, LlmCall
@@ -48,7 +48,6 @@ from pgtrail.snapshot import (
 )
 from pgtrail.spool import Batch, Row
 
-INT4_MAX = 2_147_483_647
 _INT_FIELDS = (
     "input_tokens",
     "output_tokens",

@@ -74,7 +74,6 @@ BODY_KEYS = frozenset(
 """Keys of ``particular_data`` (at any depth) whose text, list or object values are bodies."""
 _LLM = "logs_llm_execution"
 _AGENT = "logs_agent_execution"
-_REDIS_TTL_S = 7 * 24 * 3600
 _ENDED_KEPT = 10_000  # ended sampled-out executions remembered for records logged late
 
 
@@ -432,7 +431,7 @@ class Sampler:
         if client is None:
             return
         try:
-            client.set(self._redis.key(execution_id, ":sampling"), value, ex=_REDIS_TTL_S)
+            client.set(self._redis.key(execution_id, ":sampling"), value, ex=correlation.TTL_S)
         except correlation.REDIS_ERRORS as exc:
             self._redis.failed(exc)
 

@@ -49,9 +49,7 @@ def _database_checks(settings: Settings) -> list[Check]:
                 "" if version_num >= MIN_SERVER_VERSION else "upgrade to PostgreSQL 14 or later",
             )
         )
-        states = migrate._states(
-            migrate.load_migrations(), migrate._applied(conn, settings.db_schema)
-        )
+        states = migrate.status_on(conn, settings.db_schema)
         applied = [s for s in states if s.state == "applied"]
         pending = [s for s in states if s.state == "pending"]
         broken = [s for s in states if s.state in ("edited", "unknown")]

@@ -321,12 +321,12 @@ class TraceAssembler:
         )
         # The writer's sampling applies as to its own executions: decided per execution,
         # bodies dropped from sampled-out ones unless they failed.
-        sampler = self.trail._sampler
+        sampler = self.trail.sampler
         sampler.begin(execution_id, workflow, opened_here=True)
         for item in records:
             sampler.route(execution_id, item)
         sampling = sampler.end(execution_id, error=status == "error")
-        self.trail._enqueue_execution(
+        self.trail.enqueue_execution(
             state, processes, status, error, max(finalized, started), sampling
         )
         marker = json.dumps(
@@ -383,7 +383,7 @@ class TraceAssembler:
                 args[CONTEXT] = llm_context
             # Through the sampler, like every record: a late span of a sampled-out trace
             # follows its decision while this process still remembers it.
-            self.trail._sampler.route(execution_id, (table, stamp, args))
+            self.trail.sampler.route(execution_id, (table, stamp, args))
         log.info(
             "pgtrail: %d span(s) of trace %s arrived after it was finalised; their records "
             "are stored, the execution's process list is not amended",

@@ -44,6 +44,7 @@ from pgtrail.config import (
     ENV_OTLP_TENANT_ATTRIBUTES,
     ENV_OTLP_USER_ATTRIBUTES,
 )
+from pgtrail.copytext import INT4_MAX
 from pgtrail.models import AgentEvent, Guardrail, Handoff, Retrieval, ToolCall
 from pgtrail.otlp.spans import (
     STATUS_ERROR,
@@ -73,7 +74,6 @@ DEFAULT_USER_ATTRIBUTES = ("user.id", "enduser.id", "langfuse.user.id")
 DEFAULT_TENANT_ATTRIBUTES = ("tenant.id",)
 DEFAULT_SESSION_ATTRIBUTES = ("gen_ai.conversation.id", "session.id", "langfuse.session.id")
 
-INT4_MAX = 2_147_483_647
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _EARLIEST_NANOS = 946_684_800 * 10**9  # 2000-01-01
 _LATEST_NANOS = 4_102_444_800 * 10**9  # 2100-01-01
