@@ -23,9 +23,9 @@ import redis
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql import factories
 
-from pgtrail import devservices
 from pgtrail.config import Settings
-from pgtrail.migrate import migrate
+from pgtrail.ops import devservices
+from pgtrail.ops.migrate import migrate
 
 for _name in [
     n for n in os.environ if n.startswith("PGTRAIL_") and not n.startswith("PGTRAIL_TEST_")

@@ -26,12 +26,13 @@ import pytest
 
 import pgtrail
 from dbrows import one, rows
-from pgtrail import Trail, reports
+from pgtrail import Trail
 from pgtrail.config import Settings
-from pgtrail.journey import load_journey
-from pgtrail.redact import hash_user_id
-from pgtrail.trace import ProcessNode, load_trace
+from pgtrail.read import reports
+from pgtrail.read.journey import load_journey
+from pgtrail.read.trace import ProcessNode, load_trace
 from pgtrail.trail import JOINED_EVENT
+from pgtrail.writer.redact import hash_user_id
 
 ACME = ("acme", "u-acme", "s-acme")
 

@@ -17,7 +17,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from pgtrail.spool import Spool
+from pgtrail.writer.spool import Spool
 
 RATE = 2000  # events a second
 FLUSH_INTERVAL_S = 0.2

@@ -31,8 +31,8 @@ from pgtrail.config import Settings
 from pgtrail.otlp.assemble import TraceAssembler
 from pgtrail.otlp.exporter import PgtrailSpanExporter
 from pgtrail.otlp.spans import STATUS_ERROR, OtlpSpan, SpanEvent
-from pgtrail.redact import hash_user_id
 from pgtrail.trail import Trail
+from pgtrail.writer.redact import hash_user_id
 
 HMAC_KEY = "attack-k3y"
 OFFLINE_DSN = "postgresql://nobody@127.0.0.1:1/none"

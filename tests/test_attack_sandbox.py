@@ -30,9 +30,11 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 import pgtrail
-from pgtrail import db, reports, sandbox, tenancy
+from pgtrail import db
 from pgtrail.config import Settings
 from pgtrail.errors import PgtrailError
+from pgtrail.ops import tenancy
+from pgtrail.read import reports, sandbox
 
 SECRET = f"pgtrail-secret-{uuid.uuid4().hex}"
 ACME_SECRET = f"acme-payload-{uuid.uuid4().hex[:12]}"
@@ -602,7 +604,7 @@ def test_reports_trace_and_journey_bind_the_tenant_too(two_tenants: Settings) ->
         ).fetchone()
     assert globex is not None
     from pgtrail.errors import NotFoundError
-    from pgtrail.trace import load_trace
+    from pgtrail.read.trace import load_trace
 
     with pytest.raises(NotFoundError):
         load_trace(two_tenants, globex[0], tenant="acme")

@@ -21,7 +21,7 @@ import pgtrail
 from pgtrail import Trail
 from pgtrail.cli import app
 from pgtrail.config import Settings
-from pgtrail.spool import DAMAGED, Spool
+from pgtrail.writer.spool import DAMAGED, Spool
 
 OFFLINE = "postgresql://nobody@127.0.0.1:1/none"
 PGTRAIL = Path(sys.executable).with_name("pgtrail")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 import test_verbatim_queries as verbatim
-from pgtrail import reports, sqlcheck
 from pgtrail.errors import ReportFileError
+from pgtrail.read import reports, sqlcheck
 
 Case = tuple[str, str, str]
 

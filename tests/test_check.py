@@ -15,7 +15,7 @@ import pgtrail
 from pgtrail import Trail
 from pgtrail.cli import app
 from pgtrail.config import Settings
-from pgtrail.devservices import free_port
+from pgtrail.ops.devservices import free_port
 
 runner = CliRunner()
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)

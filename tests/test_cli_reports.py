@@ -21,8 +21,8 @@ import pgtrail
 from pgtrail import Trail
 from pgtrail.cli import app
 from pgtrail.config import Settings
-from pgtrail.devservices import free_port
-from pgtrail.render import dumps, rows_csv, rows_markdown, unique_names
+from pgtrail.ops.devservices import free_port
+from pgtrail.read.render import dumps, rows_csv, rows_markdown, unique_names
 from pgtrail.resources import queries_dir
 
 runner = CliRunner()

@@ -12,11 +12,12 @@ import pytest
 
 import pgtrail
 from dbrows import one, rows
-from pgtrail import AgentDecision, Trail, copytext
+from pgtrail import AgentDecision, Trail
 from pgtrail.config import Settings
-from pgtrail.pricing import PriceBook
-from pgtrail.records import RecordPreparer
-from pgtrail.spool import Spool
+from pgtrail.writer import copytext
+from pgtrail.writer.pricing import PriceBook
+from pgtrail.writer.records import RecordPreparer
+from pgtrail.writer.spool import Spool
 
 NASTY = "back\\slash\ttab\nnew line\r\ncarriage \\N \\t é ✓ 'quote' \"double\" \x7f"
 

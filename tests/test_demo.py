@@ -20,7 +20,6 @@ from psycopg.conninfo import make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
 from typer.testing import CliRunner
 
-from pgtrail import reports
 from pgtrail.cli import app
 from pgtrail.config import Settings
 from pgtrail.demo import catalog
@@ -33,6 +32,7 @@ from pgtrail.demo.plant import (
 )
 from pgtrail.demo.simulate import DemoOptions
 from pgtrail.demo.tour import find_problems
+from pgtrail.read import reports
 
 END = dt.date(2026, 11, 23)
 SMALL = 800  # interactions: enough for every report's minimum counts, a couple of seconds

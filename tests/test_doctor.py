@@ -9,7 +9,7 @@ import psycopg
 from typer.testing import CliRunner
 
 from pgtrail.cli import app
-from pgtrail.devservices import free_port
+from pgtrail.ops.devservices import free_port
 
 runner = CliRunner()
 

@@ -12,7 +12,7 @@ import pytest
 
 from pgtrail.config import Settings
 from pgtrail.errors import MigrationError
-from pgtrail.migrate import load_migrations, migrate, status
+from pgtrail.ops.migrate import load_migrations, migrate, status
 from pgtrail.resources import schema_dir
 
 LOG_TABLES = ["logs_agent_execution", "logs_execution", "logs_llm_execution", "logs_user_journey"]

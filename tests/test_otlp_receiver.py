@@ -35,8 +35,8 @@ from pgtrail.config import Settings
 from pgtrail.errors import OtlpDecodeError
 from pgtrail.otlp.decode import decode_json, decode_protobuf
 from pgtrail.otlp.server import OtlpReceiver
-from pgtrail.spool import Spool
 from pgtrail.trail import Trail
+from pgtrail.writer.spool import Spool
 
 TOKEN = "test-token-7f3a"
 TABLES = ("logs_execution", "logs_llm_execution", "logs_agent_execution", "logs_user_journey")

@@ -8,7 +8,8 @@ from typing import Any
 
 import psycopg
 
-from pgtrail import partitions
+from pgtrail.ops import partitions
+from pgtrail.tables import LOG_TABLES
 
 ODD_TIMES = [
     dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
@@ -24,7 +25,7 @@ def _count(conn: psycopg.Connection[Any], table: str) -> int:
 
 
 def test_rows_far_in_the_past_or_future_are_accepted(postgresql: psycopg.Connection[Any]) -> None:
-    for table in partitions.LOG_TABLES:
+    for table in LOG_TABLES:
         extra = ", workflow" if table == "logs_execution" else ""
         value = ", 'wf'" if table == "logs_execution" else ""
         for at in ODD_TIMES:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pgtrail.redact import Redactor, hash_user_id, is_secret_key
+from pgtrail.writer.redact import Redactor, hash_user_id, is_secret_key
 
 JWT_TOKEN = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pgtrail import reports
 from pgtrail.config import Settings
 from pgtrail.errors import ReportError, ReportFileError
+from pgtrail.read import reports
 from pgtrail.resources import queries_dir
 
 GOOD = """\

@@ -25,8 +25,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 import test_reports_reference as reference
-from pgtrail import reports
 from pgtrail.config import Settings
+from pgtrail.read import reports
 
 NULL = "<NULL:7f3a>"  # psql's text for NULL in these runs; no value in the data looks like it
 TRICKY = [

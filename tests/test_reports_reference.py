@@ -32,8 +32,8 @@ from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from pgtrail import reports
 from pgtrail.config import Settings
+from pgtrail.read import reports
 from pgtrail.resources import queries_dir
 
 Rec = dict[str, Any]

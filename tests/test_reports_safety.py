@@ -14,9 +14,10 @@ import psycopg
 import pytest
 
 import test_reports_reference as reference
-from pgtrail import db, reports, sandbox
+from pgtrail import db
 from pgtrail.config import Settings
 from pgtrail.errors import ReportError
+from pgtrail.read import reports, sandbox
 
 TABLES = ("logs_execution", "logs_llm_execution", "logs_agent_execution", "logs_user_journey")
 FINGERPRINT = " UNION ALL ".join(

@@ -18,9 +18,10 @@ from psycopg.conninfo import make_conninfo
 from typer.testing import CliRunner
 
 import pgtrail
-from pgtrail import partitions, retention
 from pgtrail.cli import app
 from pgtrail.config import Settings
+from pgtrail.ops import partitions, retention
+from pgtrail.tables import LOG_TABLES
 
 TENANTS = ("acme", "globex")
 # Offsets inside a day: its first instant, noon, its last instant.
@@ -122,7 +123,7 @@ def fingerprint(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     found: dict[str, Any] = {
         "partitions": sorted(p.name for p in retention.list_partitions(conn)),
     }
-    for table in (*partitions.LOG_TABLES, "pgtrail_prompt"):
+    for table in (*LOG_TABLES, "pgtrail_prompt"):
         row = conn.execute(
             sql.SQL(
                 "SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {} AS t"
@@ -152,7 +153,7 @@ def test_retention_while_ingesting_drops_past_days_and_keeps_the_window(
             "WHERE created_at < %s",
             (cutoff,),
         ).fetchone()
-        inside = {t: event_ids(conn, t, cutoff) for t in partitions.LOG_TABLES}
+        inside = {t: event_ids(conn, t, cutoff) for t in LOG_TABLES}
     assert straddling is not None and straddling[0] > 0, "a row just past the cut-off"
 
     stop = threading.Event()
@@ -184,7 +185,7 @@ def test_retention_while_ingesting_drops_past_days_and_keeps_the_window(
     assert len(logged) > 20
     expected_gone = {
         f"{table}_p{day:%Y%m%d}"
-        for table in partitions.LOG_TABLES
+        for table in LOG_TABLES
         for day in (today - dt.timedelta(days=n) for n in range(29, 41))
         if midnight(day) + dt.timedelta(days=1) <= cutoff
     }
@@ -195,7 +196,7 @@ def test_retention_while_ingesting_drops_past_days_and_keeps_the_window(
         left = retention.list_partitions(conn)
         assert not [p.name for p in left if p.upper is not None and p.upper <= cutoff]
         assert {p.name for p in left}.isdisjoint(expected_gone)
-        for table in partitions.LOG_TABLES:
+        for table in LOG_TABLES:
             assert inside[table] <= event_ids(conn, table, cutoff), f"{table} lost a row"
         assert (
             conn.execute(
@@ -249,7 +250,7 @@ def recent_rows(conn: psycopg.Connection[Any], since: dt.datetime) -> dict[str, 
             ).format(sql.Identifier(table)),
             (since,),
         ).fetchone()
-        for table in partitions.LOG_TABLES
+        for table in LOG_TABLES
     }
 
 

@@ -15,9 +15,9 @@ import redis
 import pgtrail
 from dbrows import rows
 from pgtrail import ToolCall, Trail
-from pgtrail.config import Settings
+from pgtrail.config import Settings, parse_sample_rates
 from pgtrail.errors import ConfigurationError
-from pgtrail.sampling import is_sampled_in, parse_sample_rates, sample_fraction
+from pgtrail.writer.sampling import is_sampled_in, sample_fraction
 
 WORKFLOW = "001 Main"
 NAMESPACE = uuid.UUID("5d1a0c1e-9a52-4bde-8f39-2f0b8c7f6a10")

@@ -18,7 +18,7 @@ import pytest
 from pydantic import BaseModel
 
 from pgtrail.errors import ConfigurationError, ValidationError
-from pgtrail.sanitize import CYCLE, MAX_DEPTH, MAX_DEPTH_LIMIT, Sanitizer, dumps
+from pgtrail.writer.sanitize import CYCLE, MAX_DEPTH, MAX_DEPTH_LIMIT, Sanitizer, dumps
 
 
 def _storable(out: Any) -> str:

@@ -27,13 +27,15 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from typer.testing import CliRunner
 
 import pgtrail
-from pgtrail import partitions, reports, sandbox, tenancy
 from pgtrail.cli import app
 from pgtrail.config import Settings
 from pgtrail.demo.load import load
 from pgtrail.demo.simulate import DemoOptions
 from pgtrail.errors import ReportError, SandboxError, TenancyError
-from pgtrail.migrate import migrate
+from pgtrail.ops import partitions, tenancy
+from pgtrail.ops.migrate import migrate
+from pgtrail.read import reports, sandbox
+from pgtrail.tables import LOG_TABLES
 
 TENANTS = ("acme", "globex")
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -199,7 +201,7 @@ def world(postgresql_server: Any, tmp_path_factory: pytest.TempPathFactory) -> I
             copy, truth[tenant] = _database(postgresql_server, name, base)
             janitors.append(copy)
             with psycopg.connect(truth[tenant].dsn, autocommit=True) as conn:
-                for table in partitions.LOG_TABLES:
+                for table in LOG_TABLES:
                     conn.execute(
                         sql.SQL("DELETE FROM {} WHERE tenant_id <> %s").format(
                             sql.Identifier(table)
@@ -307,7 +309,7 @@ def test_every_table_and_view_shows_a_scoped_reader_only_its_tenant(
 ) -> None:
     with psycopg.connect(world.settings.dsn) as conn:
         relations = _relations_with_tenant(conn)
-    assert set(relations) >= {*partitions.LOG_TABLES, "logs_execution_step"}
+    assert set(relations) >= {*LOG_TABLES, "logs_execution_step"}
     log_relations = [r for r in relations if r != "pgtrail_tenant_grant"]
     for tenant in TENANTS:
         settings, flag = world.reader(path, tenant)
@@ -353,7 +355,7 @@ def test_a_tenant_role_sees_only_its_own_grants(world: World) -> None:
 
 def test_an_application_role_without_the_setting_sees_nothing(world: World) -> None:
     settings = world.as_user(world.app_login)
-    for relation in (*partitions.LOG_TABLES, "logs_execution_step"):
+    for relation in (*LOG_TABLES, "logs_execution_step"):
         assert _tenant_counts(settings, relation, None) == {}, relation
 
 
@@ -361,7 +363,7 @@ def test_a_tenant_role_cannot_widen_its_view_with_the_setting(world: World) -> N
     role = world.tenant_role["acme"]
     with psycopg.connect(with_user(world.settings.dsn, role)) as conn:
         conn.execute("SELECT set_config('pgtrail.tenant', 'globex', false)")
-        for relation in (*partitions.LOG_TABLES, "logs_execution_step"):
+        for relation in (*LOG_TABLES, "logs_execution_step"):
             count = conn.execute(f"SELECT count(*) FROM {relation}").fetchone()
             assert count == (0,), relation
     with pytest.raises(TenancyError, match="may not read tenant 'globex'"):
@@ -391,7 +393,7 @@ def test_reading_a_partition_directly_is_refused(world: World) -> None:
             for r in conn.execute(
                 "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid "
                 "WHERE i.inhparent = ANY (%s::regclass[])",
-                (list(partitions.LOG_TABLES),),
+                (list(LOG_TABLES),),
             ).fetchall()
         ]
     assert len(names) > 4 * 20
@@ -478,7 +480,7 @@ def _by_tenant(dsn: str) -> dict[str, dict[str, int]]:
     """Rows per log table per tenant, read by the superuser (who sees everything)."""
     found: dict[str, dict[str, int]] = {}
     with psycopg.connect(dsn) as conn:
-        for table in partitions.LOG_TABLES:
+        for table in LOG_TABLES:
             rows = conn.execute(
                 sql.SQL("SELECT tenant_id, count(*) FROM {} GROUP BY 1").format(
                     sql.Identifier(table)
@@ -489,7 +491,7 @@ def _by_tenant(dsn: str) -> dict[str, dict[str, int]]:
 
 
 def _expected(tenants: tuple[str, ...], times: int = 1) -> dict[str, dict[str, int]]:
-    return {table: dict.fromkeys(tenants, times) for table in partitions.LOG_TABLES}
+    return {table: dict.fromkeys(tenants, times) for table in LOG_TABLES}
 
 
 def _spool_offline(settings: Settings, tenants: tuple[str, ...]) -> None:
@@ -530,7 +532,7 @@ def test_a_writer_role_inserts_for_every_tenant_replays_and_reads_nothing(
     assert _by_tenant(settings.dsn) == _expected(("acme", "globex", "initech"))
 
     with psycopg.connect(as_writer.dsn, autocommit=True) as conn:
-        for table in partitions.LOG_TABLES:
+        for table in LOG_TABLES:
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT count(*) FROM logs_execution_step")

@@ -21,8 +21,8 @@ import psycopg
 import pgtrail
 from pgtrail import Trail, testing
 from pgtrail.config import Settings
-from pgtrail.redact import hash_user_id
-from pgtrail.sink import AGENT, COLUMNS, EXECUTION, JOURNEY, LLM, PROMPT_TABLE
+from pgtrail.tables import AGENT, COLUMNS, EXECUTION, JOURNEY, LLM, PROMPT
+from pgtrail.writer.redact import hash_user_id
 
 EXECUTION_ID = uuid.UUID("01a250ce-0000-7000-8000-000000000001")
 T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
@@ -68,7 +68,7 @@ def workload(trail: Trail) -> None:
 
 def stored_rows(dsn: str, table: str) -> list[dict[str, Any]]:
     names = [name for name, _ in COLUMNS[table]]
-    order = "created_at, event_id" if table != PROMPT_TABLE else "prompt_hash"
+    order = "created_at, event_id" if table != PROMPT else "prompt_hash"
     with psycopg.connect(dsn) as conn:
         cursor = conn.execute(f"SELECT {', '.join(names)} FROM {table} ORDER BY {order}")
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -93,7 +93,7 @@ def test_what_a_recorder_holds_is_what_postgresql_stores(settings: Settings) -> 
     with testing.record(clock=ticking()) as recorder:
         workload(recorder.trail)
         recorded = {table: recorder.rows(table) for table in COLUMNS}
-    for table in (EXECUTION, JOURNEY, AGENT, LLM, PROMPT_TABLE):
+    for table in (EXECUTION, JOURNEY, AGENT, LLM, PROMPT):
         stored = stored_rows(settings.dsn, table)
         assert stored, table
         ordered = sorted(recorded[table], key=lambda r: (r.get("created_at"), str(r)))

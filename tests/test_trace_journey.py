@@ -16,8 +16,8 @@ from pgtrail import AgentDecision, Handoff, ToolCall, Trail
 from pgtrail.cli import app
 from pgtrail.config import Settings
 from pgtrail.errors import NotFoundError
-from pgtrail.journey import load_journey
-from pgtrail.trace import LlmCall, ProcessNode, load_trace
+from pgtrail.read.journey import load_journey
+from pgtrail.read.trace import LlmCall, ProcessNode, load_trace
 
 runner = CliRunner()
 

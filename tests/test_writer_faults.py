@@ -19,8 +19,8 @@ import pgtrail
 from pgtrail import Trail
 from pgtrail.cli import app
 from pgtrail.config import Settings
-from pgtrail.devservices import LocalPostgres, LocalRedis
-from pgtrail.migrate import migrate
+from pgtrail.ops.devservices import LocalPostgres, LocalRedis
+from pgtrail.ops.migrate import migrate
 
 
 def count(dsn: str, table: str) -> int:

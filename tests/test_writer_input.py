@@ -14,7 +14,7 @@ import pgtrail
 from pgtrail import Trail
 from pgtrail.config import Settings
 from pgtrail.errors import ValidationError
-from pgtrail.redact import hash_user_id
+from pgtrail.writer.redact import hash_user_id
 
 
 class Opaque:

@@ -17,9 +17,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from rich.console import Console
 from rich.table import Table
 
-from pgtrail import devservices
 from pgtrail.config import Settings
-from pgtrail.migrate import migrate
+from pgtrail.ops import devservices
+from pgtrail.ops.migrate import migrate
 
 console = Console()
 

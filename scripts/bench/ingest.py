@@ -39,7 +39,7 @@ from psycopg.types.json import set_json_dumps
 
 import pgtrail
 from pgtrail import AgentDecision, ContextCompression, Trail
-from pgtrail.sink import COLUMNS
+from pgtrail.tables import COLUMNS
 
 TABLES = ["logs_llm_execution", "logs_agent_execution", "logs_user_journey", "logs_execution"]
 EVENTS_PER_EXECUTION = 20

@@ -35,7 +35,7 @@ from benchlib import machine, median, report, scratch_database
 import pgtrail
 from pgtrail import Trail
 from pgtrail.config import Settings
-from pgtrail.spool import Spool
+from pgtrail.writer.spool import Spool
 
 _TICK_S = 0.002
 _EVENT = "loss_tick"

@@ -25,9 +25,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgtrail import partitions, reports
 from pgtrail.config import Settings
-from pgtrail.migrate import migrate
+from pgtrail.ops import partitions
+from pgtrail.ops.migrate import migrate
+from pgtrail.read import reports
 
 DAYS = 30
 # The index each report's plan is meant to use (parent index names from schema/, checked to

@@ -29,13 +29,13 @@ sync_env() {
 need_binaries() {
   # PostgreSQL and Redis: a running server, or the binaries to start a throwaway one.
   local missing=0
-  if ! "$ROOT/.venv/bin/python" -c 'import sys; from pgtrail.devservices import port_open; sys.exit(0 if port_open("127.0.0.1", 5432) else 1)' \
+  if ! "$ROOT/.venv/bin/python" -c 'import sys; from pgtrail.ops.devservices import port_open; sys.exit(0 if port_open("127.0.0.1", 5432) else 1)' \
      && ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
     echo "PostgreSQL is neither running on 127.0.0.1:5432 nor installed. Install it with:" >&2
     echo "  apt-get install -y postgresql" >&2
     missing=1
   fi
-  if ! "$ROOT/.venv/bin/python" -c 'import sys; from pgtrail.devservices import port_open; sys.exit(0 if port_open("127.0.0.1", 6379) else 1)' \
+  if ! "$ROOT/.venv/bin/python" -c 'import sys; from pgtrail.ops.devservices import port_open; sys.exit(0 if port_open("127.0.0.1", 6379) else 1)' \
      && ! command -v redis-server >/dev/null 2>&1; then
     echo "Redis is neither running on 127.0.0.1:6379 nor installed. Install it with:" >&2
     echo "  apt-get install -y redis-server" >&2

@@ -13,7 +13,6 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pgtrail.errors import ConfigurationError
-from pgtrail.sampling import parse_sample_rates
 
 ENV_DSN = "PGTRAIL_DSN"
 """libpq connection string or URL of the PostgreSQL that holds the logs."""
@@ -134,3 +133,36 @@ def extra_query_dirs() -> list[Path]:
     """User report folders named by ``PGTRAIL_QUERIES_PATH``."""
     raw = os.environ.get(ENV_QUERIES_PATH, "")
     return [Path(part) for part in raw.split(os.pathsep) if part.strip()]
+
+
+def parse_sample_rates(text: str) -> tuple[dict[str, float], float | None]:
+    """Parses ``"001 Main=0.1,*=1"`` into per-workflow rates and the default (``*``).
+
+    Raises:
+        ConfigurationError: an entry is not ``workflow=rate`` with a rate from 0 to 1.
+    """
+    rates: dict[str, float] = {}
+    default: float | None = None
+    for raw in text.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        name, sep, value = entry.rpartition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigurationError(
+                f"sample rate {entry!r} must read workflow=rate, e.g. '001 Main=0.1' or '*=1'"
+            )
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = -1.0
+        if not 0.0 <= rate <= 1.0:
+            raise ConfigurationError(
+                f"sample rate of {name!r} is {value.strip()!r}; give a number from 0 to 1"
+            )
+        if name == "*":
+            default = rate
+        else:
+            rates[name] = rate
+    return rates, default

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from pgtrail.ids import new_span_id
-from pgtrail.redact import as_pseudonym
-from pgtrail.sanitize import Sanitizer, dumps
+from pgtrail.writer.redact import as_pseudonym
+from pgtrail.writer.sanitize import Sanitizer, dumps
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     import redis
 
     from pgtrail.config import Settings
-    from pgtrail.redact import Redactor
     from pgtrail.trail import Trail
+    from pgtrail.writer.redact import Redactor
 
 log = logging.getLogger("pgtrail")
 

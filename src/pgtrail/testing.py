@@ -29,12 +29,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pgtrail import copytext
 from pgtrail.config import Settings
-from pgtrail.pricing import PriceBook
-from pgtrail.sink import AGENT, COLUMNS, EXECUTION, JOURNEY, LLM, PROMPT_TABLE, RejectedRow
-from pgtrail.spool import Batch, Row
+from pgtrail.tables import AGENT, COLUMNS, EXECUTION, JOURNEY, LLM, PROMPT
 from pgtrail.trail import Trail
+from pgtrail.writer import copytext
+from pgtrail.writer.pricing import PriceBook
+from pgtrail.writer.sink import RejectedRow
+from pgtrail.writer.spool import Batch, Row
 
 __all__ = ["MemorySink", "Recorder", "record"]
 
@@ -168,7 +169,7 @@ class Recorder:
     @property
     def prompts(self) -> dict[str, str]:
         """Prompt bodies by ``prompt_hash``, as ``pgtrail_prompt`` keeps them."""
-        return {row["prompt_hash"]: row["body"] for row in self.rows(PROMPT_TABLE)}
+        return {row["prompt_hash"]: row["body"] for row in self.rows(PROMPT)}
 
     def clear(self) -> None:
         """Forgets every row recorded so far (the client stays open)."""

@@ -27,15 +27,11 @@ from pgtrail import correlation
 from pgtrail.config import Settings
 from pgtrail.correlation import ExecutionState, RedisState, Span, TraceContext
 from pgtrail.errors import NoActiveExecutionError, PgtrailError, ValidationError
-from pgtrail.flusher import Flusher, FlushStats
 from pgtrail.ids import execution_event_id, new_span_id, uuid7
 from pgtrail.models import AgentEvent
-from pgtrail.records import Stamp
-from pgtrail.redact import Redactor
-from pgtrail.sampling import Sampler, SamplingConfig
-from pgtrail.sanitize import Sanitizer, safe_repr, safe_str
-from pgtrail.sink import AGENT, EXECUTION, JOURNEY, LLM, PgSink, Sink
-from pgtrail.snapshot import (
+from pgtrail.tables import AGENT, EXECUTION, JOURNEY, LLM
+from pgtrail.writer.flusher import Flusher, FlushStats
+from pgtrail.writer.freeze import (
     CONTEXT,
     CONTEXT_MEMBERS,
     DATA_JSON,
@@ -43,6 +39,11 @@ from pgtrail.snapshot import (
     frozen_dict,
     members,
 )
+from pgtrail.writer.records import Stamp
+from pgtrail.writer.redact import Redactor
+from pgtrail.writer.sampling import Sampler, SamplingConfig
+from pgtrail.writer.sanitize import Sanitizer, safe_repr, safe_str
+from pgtrail.writer.sink import PgSink, Sink
 
 log = logging.getLogger("pgtrail")
 
@@ -177,7 +178,7 @@ class Trail:
             passes one that keeps them in memory.
         **overrides: Any :class:`Settings` field, e.g. ``dsn=...``, ``redis_url=None``, or
             sampling: ``sample_rates={"001 Main": 0.1}``, ``default_sample_rate=1.0``,
-            ``sample_keep_cost_usd=0.5`` (see :mod:`pgtrail.sampling`).
+            ``sample_keep_cost_usd=0.5`` (see :mod:`pgtrail.writer.sampling`).
     """
 
     def __init__(
@@ -1050,7 +1051,7 @@ def log_llm_execution(
         if current is not None:
             state, span = current
             # Frozen here rather than in the flusher's submit: the dictionary below then holds
-            # only strings and numbers from the start (see pgtrail.snapshot).
+            # only strings and numbers from the start (see pgtrail.writer.freeze).
             max_chars = state.trail.settings.max_field_chars
             data_json = frozen_dict(data, max_chars)
             payload_json = frozen_dict(payload, max_chars)

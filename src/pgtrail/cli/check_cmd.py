@@ -14,11 +14,11 @@ from typing import Annotated, Any
 
 import typer
 
-from pgtrail import alerts
 from pgtrail.cli.app import app, fail, settings_of
 from pgtrail.durations import parse_duration
 from pgtrail.errors import ConfigurationError, EvaluationError
-from pgtrail.reports import parse_timestamptz
+from pgtrail.read import alerts
+from pgtrail.read.reports import parse_timestamptz
 
 EXIT_BREACH = 1
 EXIT_CONFIG = 2

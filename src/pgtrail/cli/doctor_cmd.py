@@ -8,10 +8,13 @@ from typing import Any
 import psycopg
 import typer
 
-from pgtrail import db, migrate, partitions, sandbox, tenancy
+from pgtrail import db
 from pgtrail.cli.app import app, console, settings_of
 from pgtrail.config import Settings
 from pgtrail.errors import PgtrailError
+from pgtrail.ops import migrate, partitions, tenancy
+from pgtrail.read import sandbox
+from pgtrail.tables import LOG_TABLES
 
 MIN_SERVER_VERSION = 140000
 TENANCY_VERSION = 3  # the migration that brings row-level security
@@ -106,14 +109,14 @@ def _tenancy_check(conn: psycopg.Connection[Any]) -> Check:
         FROM unnest(%s::text[]) AS t (name)
         JOIN pg_class AS c ON c.oid = to_regclass(t.name)
         """,
-        ([tenancy.APP_ROLE, tenancy.WRITER_ROLE], list(tenancy.LOG_TABLES)),
+        ([tenancy.APP_ROLE, tenancy.WRITER_ROLE], list(LOG_TABLES)),
     ).fetchone()
     protected, missing, grants = found if found else (0, None, 0)
-    if protected < len(tenancy.LOG_TABLES):
+    if protected < len(LOG_TABLES):
         return Check(
             "tenant isolation",
             False,
-            f"row-level security is on for {protected} of {len(tenancy.LOG_TABLES)} log tables",
+            f"row-level security is on for {protected} of {len(LOG_TABLES)} log tables",
             "pgtrail migrate",
         )
     if missing:

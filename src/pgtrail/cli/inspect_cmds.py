@@ -9,13 +9,13 @@ from typing import Annotated
 
 import typer
 
-from pgtrail import reports
 from pgtrail.cli.app import app, console, fail, settings_of
 from pgtrail.cli.report_cmds import TenantOption, TimeoutOption
 from pgtrail.errors import PgtrailError
-from pgtrail.journey import journey_dict, load_journey
-from pgtrail.render import dumps, journey_timeline, trace_tree
-from pgtrail.trace import load_trace, parse_execution_id, trace_dict
+from pgtrail.read import reports
+from pgtrail.read.journey import journey_dict, load_journey
+from pgtrail.read.render import dumps, journey_timeline, trace_tree
+from pgtrail.read.trace import load_trace, parse_execution_id, trace_dict
 
 
 class TraceFormat(StrEnum):

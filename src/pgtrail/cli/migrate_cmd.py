@@ -7,10 +7,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pgtrail import migrate as migrations
 from pgtrail.cli.app import app, console, err_console, settings_of
 from pgtrail.db import mask_dsn
 from pgtrail.errors import DatabaseUnavailableError
+from pgtrail.ops import migrate as migrations
 
 
 @app.command("migrate")

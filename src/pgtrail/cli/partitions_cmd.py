@@ -8,8 +8,10 @@ from typing import Annotated, Any
 import psycopg
 import typer
 
-from pgtrail import db, partitions
+from pgtrail import db
 from pgtrail.cli.app import app, console, settings_of
+from pgtrail.ops import partitions
+from pgtrail.tables import LOG_TABLES
 
 
 @app.command("partitions")
@@ -31,7 +33,7 @@ def partitions_command(
 def _rehome_stray_rows(conn: psycopg.Connection[Any]) -> int:
     """Gives rows sitting in DEFAULT partitions a day partition when their day is in range."""
     created = 0
-    for table in partitions.LOG_TABLES:
+    for table in LOG_TABLES:
         row = conn.execute(
             f"SELECT min(created_at), max(created_at) FROM {table}_default"
         ).fetchone()

@@ -14,11 +14,11 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from pgtrail import reports
 from pgtrail.cli.app import app, console, err_console, fail, settings_of
 from pgtrail.errors import PgtrailError, ReportFileError
-from pgtrail.render import dumps, render_rows
-from pgtrail.reports import Catalog, Report, ReportResult
+from pgtrail.read import reports
+from pgtrail.read.render import dumps, render_rows
+from pgtrail.read.reports import Catalog, Report, ReportResult
 
 
 class _ReportGroup(TyperGroup):

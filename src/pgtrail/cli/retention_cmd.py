@@ -6,9 +6,10 @@ from typing import Annotated
 
 import typer
 
-from pgtrail import db, partitions, retention
+from pgtrail import db
 from pgtrail.cli.app import app, console, err_console, fail, settings_of
 from pgtrail.errors import PgtrailError
+from pgtrail.ops import partitions, retention
 
 
 @app.command("retention")

@@ -7,9 +7,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pgtrail import db, tenancy
+from pgtrail import db
 from pgtrail.cli.app import app, console, err_console, fail, settings_of
 from pgtrail.errors import PgtrailError
+from pgtrail.ops import tenancy
 
 tenant_app = typer.Typer(
     help="Tenant isolation: which database roles may read which tenant's rows.",

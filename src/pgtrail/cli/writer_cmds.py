@@ -10,8 +10,8 @@ import typer
 
 from pgtrail.cli.app import app, console, fail, settings_of
 from pgtrail.durations import parse_duration
-from pgtrail.spool import DAMAGED, Spool
 from pgtrail.trail import Trail
+from pgtrail.writer.spool import DAMAGED, Spool
 
 spool_app = typer.Typer(help="The on-disk spool of batches that could not reach PostgreSQL.")
 app.add_typer(spool_app, name="spool")

@@ -21,6 +21,7 @@ from pgtrail.config import Settings
 from pgtrail.demo.sampling import SimClock
 from pgtrail.demo.simulate import Counts, DemoOptions, Highlights, Simulator
 from pgtrail.errors import DemoDataExistsError
+from pgtrail.tables import LOG_TABLES
 
 BATCH_SIZE = 10_000
 # The generator outruns the writer; past this many records in flight it waits, so the queue
@@ -68,9 +69,6 @@ class _Pacer:
             return
         while self.in_flight() > RESUME_IN_FLIGHT:
             time.sleep(0.005)
-
-
-LOG_TABLES = ("logs_execution", "logs_user_journey", "logs_agent_execution", "logs_llm_execution")
 
 
 def rows_in_window(settings: Settings, window: tuple[dt.datetime, dt.datetime]) -> int:

@@ -1,6 +1,6 @@
 """The tour after loading: each planted problem and the saved report that finds it.
 
-Reports run through :mod:`pgtrail.reports` exactly as ``pgtrail report run`` runs them, over
+Reports run through :mod:`pgtrail.read.reports` exactly as ``pgtrail report run`` runs them, over
 the simulated window. Afterwards one execution tree and one user journey show what a single
 request and a single multi-day user look like.
 """
@@ -17,14 +17,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pgtrail import reports
 from pgtrail.config import Settings
 from pgtrail.demo.load import LoadResult
 from pgtrail.demo.plant import COMPRESSION_BUG_AGENT, EXPENSIVE_USER_NUMBER, Plan
-from pgtrail.journey import load_journey
-from pgtrail.render import journey_timeline, trace_tree
-from pgtrail.reports import ReportResult
-from pgtrail.trace import load_trace
+from pgtrail.read import reports
+from pgtrail.read.journey import load_journey
+from pgtrail.read.render import journey_timeline, trace_tree
+from pgtrail.read.reports import ReportResult
+from pgtrail.read.trace import load_trace
 
 Window = tuple[dt.datetime, dt.datetime]
 TABLE_ROWS = 8

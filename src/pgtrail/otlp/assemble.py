@@ -50,10 +50,10 @@ from pgtrail.otlp.spans import (
     OtlpSpan,
     SpanEvent,
 )
-from pgtrail.redact import Redactor
-from pgtrail.sink import LLM
-from pgtrail.snapshot import CONTEXT
+from pgtrail.tables import LLM
 from pgtrail.trail import Trail
+from pgtrail.writer.freeze import CONTEXT
+from pgtrail.writer.redact import Redactor
 
 log = logging.getLogger("pgtrail")
 

@@ -44,7 +44,6 @@ from pgtrail.config import (
     ENV_OTLP_TENANT_ATTRIBUTES,
     ENV_OTLP_USER_ATTRIBUTES,
 )
-from pgtrail.copytext import INT4_MAX
 from pgtrail.models import AgentEvent, Guardrail, Handoff, Retrieval, ToolCall
 from pgtrail.otlp.spans import (
     STATUS_ERROR,
@@ -54,7 +53,9 @@ from pgtrail.otlp.spans import (
     RecordTable,
     SpanEvent,
 )
-from pgtrail.redact import Redactor
+from pgtrail.tables import AGENT, JOURNEY, LLM
+from pgtrail.writer.copytext import INT4_MAX
+from pgtrail.writer.redact import Redactor
 
 log = logging.getLogger("pgtrail")
 T = TypeVar("T")
@@ -884,7 +885,7 @@ def _llm(draft: _Draft) -> None:
         data.update(_prune({"response_id": attrs.name("response_id")}))
     args = {k: v for k, v in args.items() if v is not None}
     args["data"] = data
-    draft.add("logs_llm_execution", args)
+    draft.add(LLM, args)
 
 
 def _usage(first: Any, second: Any, *keys: str) -> int | None:
@@ -1068,7 +1069,7 @@ def _agent_record(
     args: dict[str, Any] = {"agent_type": agent_type, "event_type": event_type, "data": data}
     if draft.duration_ms is not None:
         args["duration_ms"] = draft.duration_ms
-    draft.add("logs_agent_execution", args)
+    draft.add(AGENT, args)
 
 
 def _tool(draft: _Draft) -> None:
@@ -1129,7 +1130,7 @@ def _tool(draft: _Draft) -> None:
             "event_type": "handoff",
             "data": _typed(Handoff, handoff),
         }
-        draft.add("logs_agent_execution", args, main=False)
+        draft.add(AGENT, args, main=False)
 
 
 def _agent_name_from_span(draft: _Draft, prefix: str) -> str | None:
@@ -1322,7 +1323,7 @@ def _journey(draft: _Draft) -> None:
     """A root span is the user's request: when it arrived, and how it ended."""
     name = draft.workflow or draft.process_name
     draft.add(
-        "logs_user_journey",
+        JOURNEY,
         {"event_type": "request_received", "data": {"workflow": name}},
         main=False,
     )
@@ -1337,7 +1338,7 @@ def _journey(draft: _Draft) -> None:
             "error": draft.error if draft.status == "error" else None,
         }
     )
-    draft.add("logs_user_journey", {"event_type": outcome, "data": data}, main=False, at=ended)
+    draft.add(JOURNEY, {"event_type": outcome, "data": data}, main=False, at=ended)
 
 
 def _events(span: OtlpSpan) -> tuple[SpanEvent, ...]:
@@ -1368,7 +1369,7 @@ def _evaluations(draft: _Draft) -> None:
             "data": data,
         }
         at = _timestamp(event.time_unix_nano) or draft.created_at
-        draft.add("logs_agent_execution", args, main=False, at=at)
+        draft.add(AGENT, args, main=False, at=at)
 
 
 def _number(value: Any) -> float | None:
@@ -1433,7 +1434,7 @@ def inherit_agents(
 
 
 def _needs_agent(record: MappedRecord) -> bool:
-    if record.table == "logs_user_journey":
+    if record.table == JOURNEY:
         return False
     data = record.args.get("data")
     unknown_source = isinstance(data, dict) and data.get("from_agent") == _UNKNOWN_AGENT

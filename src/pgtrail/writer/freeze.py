@@ -20,7 +20,7 @@ import orjson
 from pydantic import BaseModel
 
 from pgtrail.models import AgentEvent
-from pgtrail.sink import AGENT, JOURNEY, LLM
+from pgtrail.tables import AGENT, JOURNEY, LLM
 
 DATA_JSON = "_data_json"
 """Key of the frozen ``data`` (a JSON object); ``data`` is then None."""

@@ -1,6 +1,6 @@
 """Writes prepared batches to PostgreSQL.
 
-A batch holds each row as its ``COPY`` text line (:mod:`pgtrail.copytext`). The fast path is
+A batch holds each row as its ``COPY`` text line (:mod:`pgtrail.writer.copytext`). The fast path is
 one transaction with one ``COPY`` per table, each sent in a single write. The idempotent
 path, used for spool replays and for any batch whose first attempt may have committed,
 copies the same lines into a temporary staging table and moves the rows with
@@ -24,12 +24,14 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pgtrail import copytext, partitions
 from pgtrail.config import Settings
 from pgtrail.db import mask_dsn
 from pgtrail.errors import SinkUnavailableError
-from pgtrail.pricing import PriceBook
-from pgtrail.spool import Batch, Row
+from pgtrail.ops import partitions
+from pgtrail.tables import COLUMNS, PROMPT
+from pgtrail.writer import copytext
+from pgtrail.writer.pricing import PriceBook
+from pgtrail.writer.spool import Batch, Row
 
 log = logging.getLogger("pgtrail")
 
@@ -40,58 +42,6 @@ Short on purpose: while PostgreSQL is unreachable every attempt waits this long,
 waits in memory is what a ``kill -9`` loses. A slow connect is not lost either: the batch
 is spooled and replayed."""
 _WRITER_CONNECT_TIMEOUT_S = 2  # libpq's minimum; a refused port fails at once anyway
-
-LLM = "logs_llm_execution"
-AGENT = "logs_agent_execution"
-JOURNEY = "logs_user_journey"
-EXECUTION = "logs_execution"
-PROMPT_TABLE = "pgtrail_prompt"
-_COMMON = [
-    ("event_id", "uuid"),
-    ("execution_id", "uuid"),
-    ("created_at", "timestamptz"),
-    ("tenant_id", "text"),
-    ("user_id", "text"),
-    ("session_id", "text"),
-    ("span_id", "text"),
-    ("event_type", "text"),
-    ("particular_data", "jsonb"),
-]
-COLUMNS: dict[str, list[tuple[str, str]]] = {
-    "logs_llm_execution": [
-        *_COMMON,
-        ("agent_type", "text"),
-        ("provider", "text"),
-        ("model_target", "text"),
-        ("prompt_hash", "text"),
-        ("prompt_version", "text"),
-        ("input_tokens", "int4"),
-        ("output_tokens", "int4"),
-        ("cached_input_tokens", "int4"),
-        ("reasoning_tokens", "int4"),
-        ("processing_time_ms", "int4"),
-        ("time_to_first_token_ms", "int4"),
-        ("input_cost", "numeric"),
-        ("output_cost", "numeric"),
-        ("total_cost", "numeric"),
-        ("error", "text"),
-        ("payload", "jsonb"),
-    ],
-    "logs_agent_execution": [*_COMMON, ("agent_type", "text")],
-    "logs_user_journey": list(_COMMON),
-    "logs_execution": [
-        *_COMMON,
-        ("workflow", "text"),
-        ("parent_execution_id", "uuid"),
-        ("status", "text"),
-        ("error", "text"),
-        ("processes_executed", "jsonb"),
-        ("context", "jsonb"),
-        ("finalized_at", "timestamptz"),
-        ("duration_ms", "int4"),
-    ],
-    PROMPT_TABLE: [("prompt_hash", "text"), ("body", "text"), ("body_chars", "int4")],
-}
 
 
 @dataclass(frozen=True)
@@ -215,7 +165,7 @@ class PgSink:
         """Creates the day partitions a batch's rows need, once per day per process."""
         texts: set[str] = set()
         for table, rows in batch.items():
-            if table != PROMPT_TABLE:
+            if table != PROMPT:
                 texts.update(map(copytext.created_day, rows))
         missing = {dt.date.fromisoformat(day) for day in texts} - self._days
         if not missing:
@@ -239,7 +189,7 @@ class PgSink:
             for table, rows in batch.items():
                 if not rows:
                     continue
-                if table == PROMPT_TABLE:
+                if table == PROMPT:
                     self._merge(conn, table, rows)
                 else:
                     self._copy(conn, sql.Identifier(table), table, rows)
@@ -305,12 +255,12 @@ class PgSink:
         self._copy(conn, stage, table, rows)
         names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in COLUMNS[table])
         conflict = sql.SQL("DO NOTHING")
-        if table == PROMPT_TABLE and self._bypasses_rls:
+        if table == PROMPT and self._bypasses_rls:
             # The owner also restores a body that payload retention blanked; other writers
             # may only insert.
             conflict = _RESTORE_PROMPT
         # DISTINCT ON: one batch may carry the same prompt body twice (after a retry).
-        distinct = sql.SQL("DISTINCT ON (prompt_hash) " if table == PROMPT_TABLE else "")
+        distinct = sql.SQL("DISTINCT ON (prompt_hash) " if table == PROMPT else "")
         conn.execute(
             sql.SQL("INSERT INTO {} ({}) SELECT {}{} FROM {} ON CONFLICT {}").format(
                 sql.Identifier(table), names, distinct, names, stage, conflict

@@ -24,9 +24,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgtrail import partitions
 from pgtrail.durations import parse_duration
 from pgtrail.errors import RetentionError
+from pgtrail.ops import partitions
+from pgtrail.tables import LLM, LOG_TABLES
 
 DEFAULT_MAX_FIELD_CHARS = 1024
 """Strings in ``particular_data`` longer than this are blanked by payload retention."""
@@ -107,7 +108,7 @@ def list_partitions(conn: psycopg.Connection[Any]) -> list[Partition]:
         WHERE i.inhparent = ANY (ARRAY(SELECT to_regclass(t) FROM unnest(%s::text[]) AS t))
         ORDER BY p.relname, c.relname
         """,
-        (list(partitions.LOG_TABLES),),
+        (list(LOG_TABLES),),
     ).fetchall()
     return [Partition(*row) for row in rows]
 
@@ -173,7 +174,7 @@ def _ensure_ahead(
     have = {(p.table, p.name) for p in list_partitions(conn)}
     return sum(
         (table, f"{table}_p{today + dt.timedelta(days=i):%Y%m%d}") not in have
-        for table in partitions.LOG_TABLES
+        for table in LOG_TABLES
         for i in range(days_ahead + 1)
     )
 
@@ -259,7 +260,7 @@ def _blank_payloads(
         if keep_from is not None:
             window = sql.SQL("{} AND created_at >= %(keep_from)s").format(window)
         params = {"cutoff": cutoff, "keep_from": keep_from, "n": max_chars}
-        if part.table == "logs_llm_execution":
+        if part.table == LLM:
             report.payloads_blanked += _update(
                 conn,
                 report.dry_run,

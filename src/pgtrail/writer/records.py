@@ -2,11 +2,11 @@
 
 This runs in the background flusher, off the caller's path: validation against the models,
 sanitising (NUL bytes, surrogates, NaN, oversized fields, cycles), redaction (every free-text
-and JSON field of the four tables and the prompt bodies, with :mod:`pgtrail.redact`; the id
+and JSON field of the four tables and the prompt bodies, with :mod:`pgtrail.writer.redact`; the id
 columns are only sanitised), user-id hashing, cost inference and prompt hashing. A record
 that cannot be stored is rejected alone, with a reason; the rest of its batch goes on.
 
-Each row comes out as its ``COPY`` text line (:mod:`pgtrail.copytext`), built once. Records
+Each row comes out as its ``COPY`` text line (:mod:`pgtrail.writer.copytext`), built once. Records
 whose every argument already has its exact, clean type (the common case) skip the models
 and the sanitiser's walk; anything else takes the slow path, which cleans and explains.
 """
@@ -25,18 +25,14 @@ from typing import Any
 
 import pydantic
 
-from pgtrail import copytext
 from pgtrail.config import Settings
-from pgtrail.copytext import INT4_MAX, NULL, escape, escape_json
 from pgtrail.errors import RecordError, ValidationError
 from pgtrail.ids import uuid7_hex
 from pgtrail.models import LLM_OUTCOMES, AgentEvent, AgentRecord, JourneyRecord, LlmCall
-from pgtrail.pricing import PriceBook
-from pgtrail.redact import Pseudonym, Redactor, hash_user_id
-from pgtrail.sampling import MARK, SAMPLED_OUT, mark, strip_bodies
-from pgtrail.sanitize import ID_MAX_CHARS, Sanitizer, dumps
-from pgtrail.sink import AGENT, COLUMNS, EXECUTION, JOURNEY, LLM, PROMPT_TABLE
-from pgtrail.snapshot import (
+from pgtrail.tables import AGENT, COLUMNS, EXECUTION, JOURNEY, LLM, PROMPT
+from pgtrail.writer import copytext
+from pgtrail.writer.copytext import INT4_MAX, NULL, escape, escape_json
+from pgtrail.writer.freeze import (
     CONTEXT,
     CONTEXT_MEMBERS,
     DATA_JSON,
@@ -46,7 +42,11 @@ from pgtrail.snapshot import (
     splice,
     thaw,
 )
-from pgtrail.spool import Batch, Row
+from pgtrail.writer.pricing import PriceBook
+from pgtrail.writer.redact import Pseudonym, Redactor, hash_user_id
+from pgtrail.writer.sampling import MARK, SAMPLED_OUT, mark, strip_bodies
+from pgtrail.writer.sanitize import ID_MAX_CHARS, Sanitizer, dumps
+from pgtrail.writer.spool import Batch, Row
 
 _INT_FIELDS = (
     "input_tokens",
@@ -391,7 +391,7 @@ class RecordPreparer:
             # A sampled-out call keeps the hash (the body is stored when a sampled-in call
             # sends the same prompt) but never writes the body itself.
             if sampled_out is None and not self._prompt_sent_recently(prompt_hash):
-                rows.append((PROMPT_TABLE, f"{prompt_hash}\t{escape(body)}\t{len(body)}"))
+                rows.append((PROMPT, f"{prompt_hash}\t{escape(body)}\t{len(body)}"))
                 self._remember_prompt(prompt_hash)
         extra = {k: v for k, v in context.items() if v is not None} if context else {}
         data = get("data")

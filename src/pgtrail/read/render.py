@@ -23,8 +23,8 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from pgtrail.journey import Journey, JourneyExecution, Session
-from pgtrail.trace import AgentEvent, Event, JourneyEvent, LlmCall, ProcessNode, Trace
+from pgtrail.read.journey import Journey, JourneyExecution, Session
+from pgtrail.read.trace import AgentEvent, Event, JourneyEvent, LlmCall, ProcessNode, Trace
 
 TABLE_FORMATS = ("table", "csv", "json", "md")
 """Output formats of ``pgtrail report run`` and ``pgtrail sql``."""

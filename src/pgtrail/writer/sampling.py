@@ -38,13 +38,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from pgtrail import correlation
-from pgtrail.errors import ConfigurationError
 from pgtrail.models import LLM_OUTCOMES, ToolCall
+from pgtrail.tables import AGENT, LLM
 
 if TYPE_CHECKING:
     from pgtrail.correlation import RedisState
-    from pgtrail.pricing import PriceBook
-    from pgtrail.records import Item
+    from pgtrail.writer.pricing import PriceBook
+    from pgtrail.writer.records import Item
 
 SAMPLED_OUT = "_sampled_out"
 """Key of an enqueued record's arguments: the rate of the sampled-out execution it is from."""
@@ -72,45 +72,10 @@ BODY_KEYS = frozenset(
     }
 )
 """Keys of ``particular_data`` (at any depth) whose text, list or object values are bodies."""
-_LLM = "logs_llm_execution"
-_AGENT = "logs_agent_execution"
 _ENDED_KEPT = 10_000  # ended sampled-out executions remembered for records logged late
 
 
 # -- rates and the decision ------------------------------------------------------------------
-
-
-def parse_sample_rates(text: str) -> tuple[dict[str, float], float | None]:
-    """Parses ``"001 Main=0.1,*=1"`` into per-workflow rates and the default (``*``).
-
-    Raises:
-        ConfigurationError: an entry is not ``workflow=rate`` with a rate from 0 to 1.
-    """
-    rates: dict[str, float] = {}
-    default: float | None = None
-    for raw in text.split(","):
-        entry = raw.strip()
-        if not entry:
-            continue
-        name, sep, value = entry.rpartition("=")
-        name = name.strip()
-        if not sep or not name:
-            raise ConfigurationError(
-                f"sample rate {entry!r} must read workflow=rate, e.g. '001 Main=0.1' or '*=1'"
-            )
-        try:
-            rate = float(value)
-        except ValueError:
-            rate = -1.0
-        if not 0.0 <= rate <= 1.0:
-            raise ConfigurationError(
-                f"sample rate of {name!r} is {value.strip()!r}; give a number from 0 to 1"
-            )
-        if name == "*":
-            default = rate
-        else:
-            rates[name] = rate
-    return rates, default
 
 
 def sample_fraction(execution_id: uuid.UUID) -> float:
@@ -175,7 +140,7 @@ def keep_reason(
     prices: PriceBook | None,
 ) -> str | None:
     """Why this record keeps its execution whole (an error or a budget breach), or None."""
-    if table == _LLM:
+    if table == LLM:
         outcome = args.get("event_type", "llm_valid_execution")
         if outcome != "llm_valid_execution" and outcome in LLM_OUTCOMES:
             return str(outcome)
@@ -186,7 +151,7 @@ def keep_reason(
             if cost is not None and cost > Decimal(repr(cost_threshold)):
                 return "cost_over_threshold"
         return None
-    if table == _AGENT:
+    if table == AGENT:
         event = args.get("event")
         if isinstance(event, ToolCall):
             return "tool_call_error" if event.error else None

@@ -17,10 +17,11 @@ from typing import Any, Literal
 
 import psycopg
 
-from pgtrail import db, reports, sandbox
+from pgtrail import db
 from pgtrail.config import Settings
 from pgtrail.correlation import RedisState, json_dict
 from pgtrail.errors import NotFoundError
+from pgtrail.read import reports, sandbox
 
 EventKind = Literal["llm", "agent", "journey"]
 

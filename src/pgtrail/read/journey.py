@@ -17,11 +17,12 @@ from typing import Any
 
 import psycopg
 
-from pgtrail import db, reports, sandbox
+from pgtrail import db
 from pgtrail.config import Settings
 from pgtrail.errors import NotFoundError
-from pgtrail.redact import PSEUDONYM, hash_user_id
-from pgtrail.trace import AgentEvent, JourneyEvent, event_dict
+from pgtrail.read import reports, sandbox
+from pgtrail.read.trace import AgentEvent, JourneyEvent, event_dict
+from pgtrail.writer.redact import PSEUDONYM, hash_user_id
 
 _EXECUTIONS_SQL = """
 SELECT execution_id, created_at, workflow, status, error, session_id, duration_ms

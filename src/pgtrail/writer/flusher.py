@@ -25,13 +25,14 @@ from pathlib import Path
 
 import psycopg
 
-from pgtrail import copytext
 from pgtrail.config import Settings
 from pgtrail.errors import PgtrailError, SinkUnavailableError, SpoolDamagedError
-from pgtrail.records import Item, RecordPreparer, Rejected
-from pgtrail.sink import COLUMNS, PROMPT_TABLE, Sink
-from pgtrail.snapshot import freeze
-from pgtrail.spool import Batch, Spool
+from pgtrail.tables import COLUMNS, PROMPT
+from pgtrail.writer import copytext
+from pgtrail.writer.freeze import freeze
+from pgtrail.writer.records import Item, RecordPreparer, Rejected
+from pgtrail.writer.sink import Sink
+from pgtrail.writer.spool import Batch, Spool
 
 log = logging.getLogger("pgtrail")
 _REJECTED_KEPT = 1000
@@ -78,7 +79,7 @@ def _row_problem(table: str, row: str) -> str | None:
         values = copytext.fields(row)
         if len(values) != len(COLUMNS[table]):
             return f"{len(values)} fields where {len(COLUMNS[table])} are expected"
-        if table != PROMPT_TABLE:
+        if table != PROMPT:
             copytext.created_day(row)
     except Exception as exc:
         return f"unreadable row: {type(exc).__name__}: {exc}"

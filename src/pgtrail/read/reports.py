@@ -23,9 +23,10 @@ from typing import Any
 
 import psycopg
 
-from pgtrail import db, sandbox, sqlcheck
+from pgtrail import db
 from pgtrail.config import Settings, extra_query_dirs
 from pgtrail.errors import ReportError, ReportFileError
+from pgtrail.read import sandbox, sqlcheck
 from pgtrail.resources import queries_dir
 
 PARAM_TYPES = ("timestamptz", "date", "int", "numeric", "text", "bool", "uuid")
@@ -441,7 +442,7 @@ def read_only_transaction(
     """A READ ONLY transaction whose statements are cancelled after ``timeout_ms``.
 
     Only for pgtrail's own fixed statements over every tenant (alert rules); reports,
-    ad-hoc SQL and every ``--tenant`` read go through :func:`pgtrail.sandbox.read_session`.
+    ad-hoc SQL and every ``--tenant`` read go through :func:`pgtrail.read.sandbox.read_session`.
 
     Args:
         conn: an autocommit connection.

@@ -34,7 +34,7 @@ from pgtrail import db
 from pgtrail.config import Settings
 from pgtrail.durations import parse_duration
 from pgtrail.errors import ConfigurationError, EvaluationError, PgtrailError
-from pgtrail.reports import read_only_transaction
+from pgtrail.read.reports import read_only_transaction
 
 RULE_KINDS = ("latency_p95", "error_rate", "daily_cost", "canary")
 

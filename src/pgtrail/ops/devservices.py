@@ -279,13 +279,13 @@ def demo_environment(state_dir: Path, dbname: str = "pgtrail_demo") -> dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pgtrail.devservices demo-env DIR``: print export lines for the demo."""
+    """``python -m pgtrail.ops.devservices demo-env DIR``: print export lines for the demo."""
     import shlex
     import sys
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] != "demo-env":
-        print("usage: python -m pgtrail.devservices demo-env STATE_DIR", file=sys.stderr)
+        print("usage: python -m pgtrail.ops.devservices demo-env STATE_DIR", file=sys.stderr)
         return 2
     state_dir = Path(args[1])
     state_dir.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ what is on an allow-list:
 Known limit: a column reference written in functional notation (``t.somefunc``) calls a
 function, and the parser cannot tell it from a column. The second layer covers it and
 everything else a parser cannot see: the statement runs read-only, as a role that holds
-only SELECT on the log tables, inside a SECURITY DEFINER function (``pgtrail.sandbox``).
+only SELECT on the log tables, inside a SECURITY DEFINER function (:mod:`pgtrail.read.sandbox`).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from pgtrail.errors import TenancyError
+from pgtrail.tables import LOG_TABLES, MODEL_PRICE
 
 TENANT_SETTING = "pgtrail.tenant"
 """The PostgreSQL custom setting that names the tenant a session may read."""
@@ -24,8 +25,7 @@ APP_ROLE = "pgtrail_app"
 """Group role of trusted application servers: they read the tenant ``pgtrail.tenant`` names."""
 WRITER_ROLE = "pgtrail_writer"
 """Group role of writers that do not own the tables: they insert rows for any tenant."""
-LOG_TABLES = ("logs_execution", "logs_user_journey", "logs_agent_execution", "logs_llm_execution")
-READABLE = (*LOG_TABLES, "logs_execution_step", "pgtrail_model_price")
+READABLE = (*LOG_TABLES, "logs_execution_step", MODEL_PRICE)
 """What a tenant's role is granted SELECT on (parents and the view only, never partitions)."""
 
 
@@ -90,7 +90,7 @@ def narrow_to_tenant(conn: psycopg.Connection[Any], tenant: str, user: str) -> N
 
     This is the ``pgtrail.tenant`` setting: a query that changes it can at most see what the
     role itself may read (its granted tenants), never more. Roles that bypass row-level
-    security get their tenant bound in the read sandbox instead (``pgtrail.sandbox``).
+    security get their tenant bound in the read sandbox instead (:mod:`pgtrail.read.sandbox`).
 
     Args:
         conn: a connection inside the transaction that will read.

@@ -28,8 +28,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from pgtrail import copytext
 from pgtrail.errors import PgtrailError, SpoolDamagedError
+from pgtrail.writer import copytext
 
 log = logging.getLogger("pgtrail")
 
@@ -42,7 +42,7 @@ _PARTIAL_STALE_S = 60.0
 """Age after which an unlocked partial file is the remains of a killed writer."""
 
 Row = str
-"""One row as its ``COPY`` text line (see :mod:`pgtrail.copytext`)."""
+"""One row as its ``COPY`` text line (see :mod:`pgtrail.writer.copytext`)."""
 Batch = dict[str, list[Row]]
 """Rows by table."""
 

@@ -15,13 +15,12 @@ from pydantic import computed_field, field_serializer
 
 import pgtrail
 from dbrows import one, rows
-from pgtrail import AgentDecision, ContextCompression, Guardrail, ToolCall, Trail, copytext
+from pgtrail import AgentDecision, ContextCompression, Guardrail, ToolCall, Trail
 from pgtrail.config import Settings
 from pgtrail.ids import execution_event_id, uuid7, uuid7_hex
 from pgtrail.models import AgentEvent
-from pgtrail.records import RecordPreparer
-from pgtrail.sampling import SAMPLED_OUT
-from pgtrail.snapshot import (
+from pgtrail.writer import copytext
+from pgtrail.writer.freeze import (
     DATA_JSON,
     clean_json,
     event_fields,
@@ -30,6 +29,8 @@ from pgtrail.snapshot import (
     splice,
     thaw,
 )
+from pgtrail.writer.records import RecordPreparer
+from pgtrail.writer.sampling import SAMPLED_OUT
 
 LLM, AGENT, JOURNEY = "logs_llm_execution", "logs_agent_execution", "logs_user_journey"
 LIMIT = 1_000_000

@@ -11,7 +11,8 @@ from typing import Any
 
 import psycopg
 
-LOG_TABLES = ("logs_execution", "logs_user_journey", "logs_agent_execution", "logs_llm_execution")
+from pgtrail.tables import LOG_TABLES
+
 DAYS_AHEAD = 14
 # Rows older than this (or further ahead than DAYS_AHEAD) stay in the DEFAULT partition
 # rather than creating one partition per stray timestamp from a skewed clock.

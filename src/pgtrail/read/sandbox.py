@@ -37,8 +37,8 @@ import psycopg
 from psycopg import pq, sql
 from psycopg.types.json import Jsonb
 
-from pgtrail import tenancy
 from pgtrail.errors import SandboxError
+from pgtrail.ops import tenancy
 
 READER_ROLE = "pgtrail_reader"
 """The role the sandbox runs queries as: SELECT on the log tables and views, nothing else."""

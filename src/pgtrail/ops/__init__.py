@@ -1,0 +1,1 @@
+"""Operations: the schema, partitions, retention, tenants and throwaway services."""

@@ -1,0 +1,1 @@
+"""The writer: what happens to a record between the caller's call and a committed row."""
