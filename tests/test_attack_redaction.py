@@ -26,11 +26,12 @@ from opentelemetry.trace import Status, StatusCode
 
 import pgtrail
 from dbrows import rows
+from otlp_builders import otel_span
 from pgtrail import ToolCall
 from pgtrail.config import Settings
 from pgtrail.otlp.assemble import TraceAssembler
 from pgtrail.otlp.exporter import PgtrailSpanExporter
-from pgtrail.otlp.spans import STATUS_ERROR, OtlpSpan, SpanEvent
+from pgtrail.otlp.spans import STATUS_ERROR, STATUS_UNSET, OtlpSpan, SpanEvent
 from pgtrail.trail import Trail
 from pgtrail.writer.redact import hash_user_id
 
@@ -252,20 +253,28 @@ def secret_spans(trace_id: str, secret: str) -> list[OtlpSpan]:
     text = f"note {secret} end"
 
     def span(
-        span_id: str, name: str, parent: str | None, attributes: dict[str, Any], **more: Any
+        span_id: str,
+        name: str,
+        parent: str | None,
+        attributes: dict[str, Any],
+        *,
+        status: int = STATUS_UNSET,
+        message: str = "",
+        events: tuple[SpanEvent, ...] = (),
     ) -> OtlpSpan:
-        return OtlpSpan(
+        return otel_span(
+            name,
+            attributes,
             trace_id=trace_id,
             span_id=span_id,
-            parent_span_id=parent,
-            name=name,
-            kind=1,
-            start_unix_nano=TRACE_T0 + int(span_id[-1]) * 1_000_000,
-            end_unix_nano=TRACE_T0 + 500_000_000,
-            attributes=attributes,
+            parent=parent,
+            start=TRACE_T0 + int(span_id[-1]) * 1_000_000,
+            end=TRACE_T0 + 500_000_000,
+            status=status,
+            message=message,
+            events=events,
             resource={"service.name": "bot", "host.note": text},
             scope="attack",
-            **more,
         )
 
     failure = SpanEvent(
@@ -291,8 +300,8 @@ def secret_spans(trace_id: str, secret: str) -> list[OtlpSpan]:
                 f"custom.key {secret}": "key holds it",
                 "traceloop.association.properties.contact": text,
             },
-            status_code=STATUS_ERROR,
-            status_message=f"workflow failed: {text}",
+            status=STATUS_ERROR,
+            message=f"workflow failed: {text}",
             events=(failure,),
         ),
         span(
@@ -319,8 +328,8 @@ def secret_spans(trace_id: str, secret: str) -> list[OtlpSpan]:
                 ),
                 "gen_ai.output.messages": json.dumps([{"role": "assistant", "content": text}]),
             },
-            status_code=STATUS_ERROR,
-            status_message=f"rate limited for {text}",
+            status=STATUS_ERROR,
+            message=f"rate limited for {text}",
         ),
         span(
             "a000000000000004",
@@ -332,8 +341,8 @@ def secret_spans(trace_id: str, secret: str) -> list[OtlpSpan]:
                 "gen_ai.tool.call.arguments": json.dumps({"to": secret, "api_key": "hunter2x"}),
                 "gen_ai.tool.call.result": text,
             },
-            status_code=STATUS_ERROR,
-            status_message=f"refused: {text}",
+            status=STATUS_ERROR,
+            message=f"refused: {text}",
             events=(failure,),
         ),
     ]

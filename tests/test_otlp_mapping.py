@@ -18,51 +18,20 @@ import pytest
 
 import pgtrail
 from dbrows import rows
+from otlp_builders import PARENT, T0, TRACE, otel_span
 from pgtrail import Trail
 from pgtrail.config import (
     ENV_OTLP_SESSION_ATTRIBUTES,
     ENV_OTLP_TENANT_ATTRIBUTES,
     ENV_OTLP_USER_ATTRIBUTES,
+    ENV_SCHEMA,
     Settings,
 )
 from pgtrail.otlp.mapping import MappingOptions, inherit_agents, map_span
-from pgtrail.otlp.spans import STATUS_ERROR, STATUS_OK, MappedSpan, OtlpSpan, SpanEvent
+from pgtrail.otlp.spans import STATUS_ERROR, MappedSpan, OtlpSpan, SpanEvent
 
-T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in nanoseconds
-TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
-PARENT = "00f067aa0ba902b7"
 LLM, AGENT, JOURNEY = "logs_llm_execution", "logs_agent_execution", "logs_user_journey"
 SYSTEM_PROMPT = "You are a travel assistant. Answer briefly."
-
-
-def otel_span(
-    name: str,
-    attributes: dict[str, Any],
-    *,
-    span_id: str = "a1b2c3d4e5f60718",
-    parent: str | None = PARENT,
-    duration_ms: int = 1500,
-    status: int = STATUS_OK,
-    message: str = "",
-    events: tuple[SpanEvent, ...] = (),
-    resource: dict[str, Any] | None = None,
-    scope: str = "",
-) -> OtlpSpan:
-    return OtlpSpan(
-        trace_id=TRACE,
-        span_id=span_id,
-        parent_span_id=parent,
-        name=name,
-        kind=1,
-        start_unix_nano=T0,
-        end_unix_nano=T0 + duration_ms * 1_000_000,
-        status_code=status,
-        status_message=message,
-        attributes=attributes,
-        events=events,
-        resource=resource or {"service.name": "travel-agent"},
-        scope=scope,
-    )
 
 
 def assert_subset(actual: Any, expected: Any, where: str = "") -> None:
@@ -1378,6 +1347,21 @@ def test_identity_attributes_are_configurable_from_the_environment(
     assert (mapped.user_id, mapped.tenant_id, mapped.session_id) == ("c-9", "org-3", None)
     kept = mapped.records[0].args["data"]["attributes"]
     assert kept == {"user.id": "ignored", "session.id": "not-a-session-now"}
+
+
+def test_identity_attributes_are_the_settings_attribute_lists() -> None:
+    environ = {ENV_OTLP_USER_ATTRIBUTES: "app.customer", ENV_OTLP_SESSION_ATTRIBUTES: ""}
+    options = MappingOptions.from_env(environ)
+    assert options == MappingOptions.from_settings(Settings.from_env(environ))
+    assert options == MappingOptions(user_attributes=("app.customer",), session_attributes=())
+    assert MappingOptions.from_settings(Settings()) == MappingOptions()
+
+
+def test_identity_attributes_from_the_environment_ignore_other_settings() -> None:
+    options = MappingOptions.from_env(
+        {ENV_SCHEMA: "Not A Schema", ENV_OTLP_TENANT_ATTRIBUTES: "org"}
+    )
+    assert options == MappingOptions(tenant_attributes=("org",))
 
 
 def test_records_inherit_the_agent_of_the_nearest_agent_span() -> None:

@@ -8,7 +8,7 @@ This module is the one place that decides what a value looks like once it is saf
 Every path that stores what a caller or a span sent goes through a :class:`Redactor`: the
 writer's rows (and so the spool, which holds prepared rows), the state of open executions in
 Redis (:class:`pgtrail.correlation.RedisState`) and the spans held in Redis while their trace
-assembles (:func:`pgtrail.otlp.mapping.redact_span`). Identifiers are not redacted: a user,
+assembles (:func:`pgtrail.otlp.redaction.redact_span`). Identifiers are not redacted: a user,
 tenant or session id masked to ``[EMAIL]`` would merge different people into one. A user id
 is pseudonymised instead, from its raw value, by :func:`hash_user_id`.
 
