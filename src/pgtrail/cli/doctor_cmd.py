@@ -14,6 +14,7 @@ from pgtrail.config import Settings
 from pgtrail.errors import PgtrailError
 from pgtrail.ops import migrate, partitions, tenancy
 from pgtrail.read import sandbox
+from pgtrail.statements import STATEMENTS
 from pgtrail.tables import LOG_TABLES
 
 MIN_SERVER_VERSION = 140000
@@ -42,8 +43,8 @@ def _database_checks(settings: Settings) -> list[Check]:
         ]
     checks: list[Check] = []
     with conn:
-        version_num = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
-        version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+        version_num = int(conn.execute(STATEMENTS["doctor_server_version_num"]).fetchone()[0])  # type: ignore[index]
+        version = conn.execute(STATEMENTS["doctor_server_version"]).fetchone()[0]  # type: ignore[index]
         checks.append(
             Check(
                 "postgresql",
@@ -101,15 +102,7 @@ def _database_checks(settings: Settings) -> list[Check]:
 def _tenancy_check(conn: psycopg.Connection[Any]) -> Check:
     """Row-level security on every log table, and the two group roles it relies on."""
     found = conn.execute(
-        """
-        SELECT count(*) FILTER (WHERE c.relrowsecurity),
-               (SELECT array_agg(r ORDER BY r) FROM unnest(%s::text[]) AS r
-                WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r)),
-               (SELECT count(*) FROM pgtrail_tenant_grant)
-        FROM unnest(%s::text[]) AS t (name)
-        JOIN pg_class AS c ON c.oid = to_regclass(t.name)
-        """,
-        ([tenancy.APP_ROLE, tenancy.WRITER_ROLE], list(LOG_TABLES)),
+        STATEMENTS["doctor_tenancy"], ([tenancy.APP_ROLE, tenancy.WRITER_ROLE], list(LOG_TABLES))
     ).fetchone()
     protected, missing, grants = found if found else (0, None, 0)
     if protected < len(LOG_TABLES):

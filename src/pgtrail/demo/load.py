@@ -21,6 +21,7 @@ from pgtrail.config import Settings
 from pgtrail.demo.sampling import SimClock
 from pgtrail.demo.simulate import Counts, DemoOptions, Highlights, Simulator
 from pgtrail.errors import DemoDataExistsError
+from pgtrail.statements import STATEMENTS
 from pgtrail.tables import LOG_TABLES
 
 BATCH_SIZE = 10_000
@@ -74,10 +75,7 @@ class _Pacer:
 def rows_in_window(settings: Settings, window: tuple[dt.datetime, dt.datetime]) -> int:
     """How many executions the database already holds in the simulated window."""
     with db.connect(settings) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM logs_execution WHERE created_at >= %s AND created_at < %s",
-            window,
-        ).fetchone()
+        row = conn.execute(STATEMENTS["demo_executions_in_window"], window).fetchone()
     return int(row[0]) if row else 0
 
 

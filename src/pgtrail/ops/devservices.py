@@ -215,8 +215,10 @@ def _ensure_database(admin_dsn: str, name: str) -> None:
     import psycopg
     from psycopg import sql
 
+    from pgtrail.statements import STATEMENTS
+
     with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        exists = conn.execute(STATEMENTS["devservices_database_exists"], (name,)).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 

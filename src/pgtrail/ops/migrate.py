@@ -24,6 +24,7 @@ from pgtrail import db
 from pgtrail.config import Settings
 from pgtrail.errors import MigrationError
 from pgtrail.resources import schema_dir
+from pgtrail.statements import STATEMENTS
 
 _FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 _LOCK_NAMESPACE = "pgtrail_migrate:"
@@ -91,7 +92,7 @@ def _applied(conn: psycopg.Connection[Any], schema: str) -> dict[int, tuple[str,
     """The ledger: version -> (name, checksum, applied_at); empty on a fresh database."""
     ledger = sql.Identifier(schema, "pgtrail_migrations")
     exists = conn.execute(
-        "SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.pgtrail_migrations",)
+        STATEMENTS["migrate_ledger_exists"], (f"{schema}.pgtrail_migrations",)
     ).fetchone()
     if not exists or not exists[0]:
         return {}
@@ -173,7 +174,7 @@ def migrate(
     schema = settings.db_schema
     lock_key = f"{_LOCK_NAMESPACE}{schema}"
     with db.connect(settings) as conn:
-        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (lock_key,))
+        conn.execute(STATEMENTS["migrate_lock"], (lock_key,))
         try:
             states = _states(migrations, _applied(conn, schema))
             _refuse_inconsistent(states, migrations)
@@ -192,7 +193,7 @@ def migrate(
                     on_apply(migration, time.perf_counter() - started)
             return pending
         finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (lock_key,))
+            conn.execute(STATEMENTS["migrate_unlock"], (lock_key,))
 
 
 def _apply_one(

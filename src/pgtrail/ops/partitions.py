@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 
+from pgtrail.statements import STATEMENTS
 from pgtrail.tables import LOG_TABLES
 
 DAYS_AHEAD = 14
@@ -26,7 +27,7 @@ def utc_today() -> dt.date:
 
 def ensure(conn: psycopg.Connection[Any], first: dt.date, last: dt.date) -> int:
     """Creates any missing daily partitions from ``first`` to ``last``; returns how many."""
-    row = conn.execute("SELECT pgtrail_ensure_partitions(%s, %s)", (first, last)).fetchone()
+    row = conn.execute(STATEMENTS["partitions_ensure"], (first, last)).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -49,14 +50,7 @@ def days_ahead(conn: psycopg.Connection[Any]) -> int:
     covered: list[int] = []
     today = utc_today()
     for table in LOG_TABLES:
-        rows = conn.execute(
-            """
-            SELECT right(c.relname, 8)
-            FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
-            WHERE i.inhparent = to_regclass(%s) AND c.relname ~ '_p[0-9]{8}$'
-            """,
-            (table,),
-        ).fetchall()
+        rows = conn.execute(STATEMENTS["partitions_of_table"], (table,)).fetchall()
         days = {dt.datetime.strptime(r[0], "%Y%m%d").replace(tzinfo=dt.UTC).date() for r in rows}
         ahead = -1
         while today + dt.timedelta(days=ahead + 1) in days:

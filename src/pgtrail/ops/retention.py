@@ -27,6 +27,7 @@ from psycopg import sql
 from pgtrail.durations import parse_duration
 from pgtrail.errors import RetentionError
 from pgtrail.ops import partitions
+from pgtrail.statements import STATEMENTS
 from pgtrail.tables import LLM, LOG_TABLES
 
 DEFAULT_MAX_FIELD_CHARS = 1024
@@ -94,22 +95,7 @@ def parse_window(option: str, text: str) -> dt.timedelta:
 
 def list_partitions(conn: psycopg.Connection[Any]) -> list[Partition]:
     """Every partition of the four log tables, with its bounds read from the catalog."""
-    rows = conn.execute(
-        r"""
-        SELECT p.relname, n.nspname, c.relname,
-               (regexp_match(b.bound, 'FROM \(''([^'']*)''\)'))[1]::timestamptz,
-               (regexp_match(b.bound, 'TO \(''([^'']*)''\)'))[1]::timestamptz,
-               b.bound = 'DEFAULT'
-        FROM pg_inherits AS i
-        JOIN pg_class AS c ON c.oid = i.inhrelid
-        JOIN pg_class AS p ON p.oid = i.inhparent
-        JOIN pg_namespace AS n ON n.oid = c.relnamespace
-        CROSS JOIN LATERAL (SELECT pg_get_expr(c.relpartbound, c.oid) AS bound) AS b
-        WHERE i.inhparent = ANY (ARRAY(SELECT to_regclass(t) FROM unnest(%s::text[]) AS t))
-        ORDER BY p.relname, c.relname
-        """,
-        (list(LOG_TABLES),),
-    ).fetchall()
+    rows = conn.execute(STATEMENTS["retention_partitions"], (list(LOG_TABLES),)).fetchall()
     return [Partition(*row) for row in rows]
 
 
@@ -225,11 +211,9 @@ def _drop_partition(conn: psycopg.Connection[Any], part: Partition, dry_run: boo
                 conn.execute(
                     sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT_MS))
                 )
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_PARTITION_LOCK,))
+                conn.execute(STATEMENTS["retention_partition_lock"], (_PARTITION_LOCK,))
                 exists = conn.execute(
-                    "SELECT EXISTS (SELECT 1 FROM pg_class AS c JOIN pg_namespace AS n "
-                    "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s)",
-                    (part.schema, part.name),
+                    STATEMENTS["retention_partition_exists"], (part.schema, part.name)
                 ).fetchone()
                 if not exists or not exists[0]:
                     return 0  # dropped meanwhile by another run

@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from pgtrail.errors import TenancyError
+from pgtrail.statements import STATEMENTS
 from pgtrail.tables import LOG_TABLES, MODEL_PRICE
 
 TENANT_SETTING = "pgtrail.tenant"
@@ -67,15 +68,7 @@ def require_isolation(conn: psycopg.Connection[Any]) -> None:
     Raises:
         TenancyError: the tables or their row-level security are missing; run `migrate`.
     """
-    found, protected = _one(
-        conn,
-        """
-        SELECT count(c.oid), count(*) FILTER (WHERE c.relrowsecurity)
-        FROM unnest(%s::text[]) AS t (name)
-        LEFT JOIN pg_class AS c ON c.oid = to_regclass(t.name)
-        """,
-        (list(LOG_TABLES),),
-    )
+    found, protected = _one(conn, STATEMENTS["tenancy_isolation_installed"], (list(LOG_TABLES),))
     if found < len(LOG_TABLES):
         raise TenancyError("the pgtrail log tables were not found; run `pgtrail migrate`")
     if protected < len(LOG_TABLES):
@@ -100,8 +93,8 @@ def narrow_to_tenant(conn: psycopg.Connection[Any], tenant: str, user: str) -> N
     Raises:
         TenancyError: the role may not read ``tenant``; the message says what to run.
     """
-    conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
-    (allowed,) = _one(conn, "SELECT %s = ANY (pgtrail_visible_tenants())", (tenant,))
+    conn.execute(STATEMENTS["tenancy_set_local"], (TENANT_SETTING, tenant))
+    (allowed,) = _one(conn, STATEMENTS["tenancy_may_read"], (tenant,))
     if not allowed:
         raise TenancyError(
             f"role {user} may not read tenant {tenant!r}; its owner can allow it with "
@@ -114,14 +107,7 @@ def narrow_to_tenant(conn: psycopg.Connection[Any], tenant: str, user: str) -> N
 
 def _role(conn: psycopg.Connection[Any], role: str) -> tuple[bool, bool, bool] | None:
     """(superuser, bypassrls, member of the tables' owner) for ``role``, None if missing."""
-    row = conn.execute(
-        """
-        SELECT r.rolsuper, r.rolbypassrls, pg_has_role(r.oid, c.relowner, 'MEMBER')
-        FROM pg_roles AS r, pg_class AS c
-        WHERE r.rolname = %s AND c.oid = to_regclass('logs_llm_execution')
-        """,
-        (role,),
-    ).fetchone()
+    row = conn.execute(STATEMENTS["tenancy_role_state"], (role,)).fetchone()
     return None if row is None else (bool(row[0]), bool(row[1]), bool(row[2]))
 
 
@@ -175,11 +161,7 @@ def grant_tenant(
                     "of the owner of the tables): it sees every tenant, so a tenant grant "
                     "would mean nothing; use a role of its own for the tenant"
                 )
-            row = conn.execute(
-                "INSERT INTO pgtrail_tenant_grant (tenant_id, role_name) VALUES (%s, %s) "
-                "ON CONFLICT DO NOTHING RETURNING true",
-                (tenant, role),
-            ).fetchone()
+            row = conn.execute(STATEMENTS["tenancy_grant_insert"], (tenant, role)).fetchone()
             ident = sql.Identifier(role)
             conn.execute(
                 sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), ident)
@@ -202,14 +184,8 @@ def revoke_tenant(
     _check_grantee(role)
     try:
         with conn.transaction():
-            removed = conn.execute(
-                "DELETE FROM pgtrail_tenant_grant WHERE tenant_id = %s AND role_name = %s "
-                "RETURNING true",
-                (tenant, role),
-            ).fetchone()
-            left = conn.execute(
-                "SELECT count(*) FROM pgtrail_tenant_grant WHERE role_name = %s", (role,)
-            ).fetchone()
+            removed = conn.execute(STATEMENTS["tenancy_grant_delete"], (tenant, role)).fetchone()
+            left = conn.execute(STATEMENTS["tenancy_grants_of_role"], (role,)).fetchone()
             if (left and left[0]) or _role(conn, role) is None:
                 return removed is not None, False
             ident = sql.Identifier(role)
@@ -225,34 +201,16 @@ def revoke_tenant(
 
 def list_grants(conn: psycopg.Connection[Any]) -> list[TenantGrant]:
     """Every tenant grant this role may see (all of them for the owner), by tenant and role."""
-    rows = conn.execute(
-        """
-        SELECT g.tenant_id, g.role_name, g.granted_at, g.granted_by,
-               r.oid IS NOT NULL, coalesce(r.rolcanlogin, false)
-        FROM pgtrail_tenant_grant AS g
-        LEFT JOIN pg_roles AS r ON r.rolname = g.role_name
-        ORDER BY g.tenant_id, g.role_name
-        """
-    ).fetchall()
+    rows = conn.execute(STATEMENTS["tenancy_grants"]).fetchall()
     return [TenantGrant(*row) for row in rows]
 
 
 def app_members(conn: psycopg.Connection[Any]) -> list[str] | None:
     """The roles directly in ``pgtrail_app`` (session-setting readers); None if it is missing."""
-    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone()
+    exists = conn.execute(STATEMENTS["tenancy_role_exists"], (APP_ROLE,)).fetchone()
     if exists is None:
         return None
-    rows = conn.execute(
-        """
-        SELECT m.rolname
-        FROM pg_auth_members AS am
-        JOIN pg_roles AS g ON g.oid = am.roleid
-        JOIN pg_roles AS m ON m.oid = am.member
-        WHERE g.rolname = %s
-        ORDER BY m.rolname
-        """,
-        (APP_ROLE,),
-    ).fetchall()
+    rows = conn.execute(STATEMENTS["tenancy_role_members"], (APP_ROLE,)).fetchall()
     return [r[0] for r in rows]
 
 
@@ -260,7 +218,7 @@ def setup_roles(conn: psycopg.Connection[Any]) -> list[str]:
     """Creates and grants pgtrail's group roles where it may; returns what is left to do."""
     try:
         with conn.transaction():
-            return [r[0] for r in conn.execute("SELECT * FROM pgtrail_setup_roles()").fetchall()]
+            return [r[0] for r in conn.execute(STATEMENTS["tenancy_setup_roles"]).fetchall()]
     except psycopg.errors.UndefinedFunction as exc:
         raise TenancyError("tenant isolation is not installed here; run `pgtrail migrate`") from exc
     except psycopg.errors.InsufficientPrivilege as exc:

@@ -35,6 +35,7 @@ from pgtrail.config import Settings
 from pgtrail.durations import parse_duration
 from pgtrail.errors import ConfigurationError, EvaluationError, PgtrailError
 from pgtrail.read.reports import read_only_transaction
+from pgtrail.statements import STATEMENTS
 
 RULE_KINDS = ("latency_p95", "error_rate", "daily_cost", "canary")
 
@@ -282,27 +283,6 @@ HAVING count(*) >= %(min_calls)s
 ORDER BY 1 NULLS FIRST
 """
 
-_COST_SQL = """
-SELECT tenant_id,
-       coalesce(sum(total_cost), 0) AS cost,
-       count(*) AS calls
-FROM logs_llm_execution
-WHERE created_at >= %(since)s
-  AND created_at <= %(until)s
-GROUP BY tenant_id
-ORDER BY tenant_id
-"""
-
-_CANARY_SQL = """
-SELECT count(*) AS runs
-FROM logs_execution
-WHERE workflow = %(workflow)s
-  AND created_at > %(since)s
-  AND created_at <= %(until)s
-  AND (NOT %(require_success)s OR status = 'success')
-  AND event_type <> 'execution_joined'
-"""
-
 
 def _subject(by: str | None, value: Any) -> dict[str, str]:
     if by is None:
@@ -371,7 +351,7 @@ def _daily_cost(
     else:
         since = now - rule.window
         window = f"over the last {describe_window(rule.window)}"
-    rows = conn.execute(_COST_SQL, {"since": since, "until": now}).fetchall()
+    rows = conn.execute(STATEMENTS["alerts_daily_cost"], {"since": since, "until": now}).fetchall()
     breaches = []
     for tenant, cost, calls in rows:
         budget = rule.budget_of(tenant)
@@ -396,7 +376,7 @@ def _daily_cost(
 def _canary(conn: psycopg.Connection[Any], rule: CanaryRule, now: dt.datetime) -> list[Breach]:
     since = now - rule.window
     row = conn.execute(
-        _CANARY_SQL,
+        STATEMENTS["alerts_canary"],
         {
             "workflow": rule.workflow,
             "since": since,

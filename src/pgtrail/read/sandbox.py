@@ -39,6 +39,7 @@ from psycopg.types.json import Jsonb
 
 from pgtrail.errors import SandboxError
 from pgtrail.ops import tenancy
+from pgtrail.statements import STATEMENTS
 
 READER_ROLE = "pgtrail_reader"
 """The role the sandbox runs queries as: SELECT on the log tables and views, nothing else."""
@@ -183,6 +184,8 @@ def _expression(name: str, value: object, values: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class _Probe:
+    """The row of the ``sandbox_probe`` statement: its columns, in order."""
+
     user: str
     tables: bool
     bound: bool
@@ -191,32 +194,6 @@ class _Probe:
     may_run: bool
     may_sign_all: bool
     may_sign_tenant: bool
-
-
-_PROBE_SQL = """
-WITH fn AS (
-    SELECT to_regprocedure(%(fn)s) AS oid
-), reader AS (
-    SELECT r.* FROM pg_catalog.pg_roles AS r WHERE r.rolname = %(reader)s
-)
-SELECT current_user::text,
-       to_regclass('logs_llm_execution') IS NOT NULL,
-       coalesce(row_security_active(to_regclass('logs_llm_execution')), false),
-       fn.oid IS NOT NULL,
-       coalesce((
-           SELECT p.proowner = reader.oid AND p.prosecdef
-                  AND NOT reader.rolsuper AND NOT reader.rolbypassrls
-                  AND NOT pg_has_role(reader.oid, c.relowner, 'MEMBER')
-           FROM pg_catalog.pg_proc AS p, reader, pg_catalog.pg_class AS c
-           WHERE p.oid = fn.oid AND c.oid = to_regclass('logs_llm_execution')
-       ), false),
-       fn.oid IS NOT NULL AND has_function_privilege(fn.oid, 'EXECUTE'),
-       coalesce(has_function_privilege(
-           to_regprocedure('pgtrail_sandbox_bind_all()'), 'EXECUTE'), false),
-       coalesce(has_function_privilege(
-           to_regprocedure('pgtrail_sandbox_bind(text)'), 'EXECUTE'), false)
-FROM fn
-"""
 
 
 def configure_read_only(conn: psycopg.Connection[Any], timeout_ms: int) -> None:
@@ -228,16 +205,13 @@ def configure_read_only(conn: psycopg.Connection[Any], timeout_ms: int) -> None:
     """
     # One snapshot for every statement in it: a trace or a set of alert rules read
     # several tables and must see them as of the same moment.
-    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    conn.execute(STATEMENTS["sandbox_read_only"])
     conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(timeout_ms))))
     # JIT-compiling a report's plan costs more than running it (seconds at 1M rows).
-    conn.execute("SET LOCAL jit = off")
+    conn.execute(STATEMENTS["sandbox_jit_off"])
     # Reports sort and hash up to a million rows; at the default 4MB work_mem those spill
     # to disk. Raised for this transaction only, and never lowered below the server's.
-    conn.execute(
-        "SELECT set_config('work_mem', '64MB', true)"
-        " WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes('64MB')"
-    )
+    conn.execute(STATEMENTS["sandbox_work_mem"])
 
 
 class ReadSession:
@@ -329,12 +303,7 @@ class ReadSession:
             raise SandboxError("the statement returns no columns; only a query can run here")
         oids = [described.ftype(i) for i in range(described.nfields)]
         mods = [described.fmod(i) for i in range(described.nfields)]
-        rows = self._conn.execute(
-            "SELECT CASE WHEN t.typtype <> 'p' THEN format_type(t.oid, m.mod) END "
-            "FROM unnest(%s::oid[], %s::int[]) WITH ORDINALITY AS m (oid, mod, n) "
-            "JOIN pg_catalog.pg_type AS t ON t.oid = m.oid ORDER BY m.n",
-            (oids, mods),
-        ).fetchall()
+        rows = self._conn.execute(STATEMENTS["sandbox_column_types"], (oids, mods)).fetchall()
         return names, [None if r[0] is None else str(r[0]) for r in rows]
 
 
@@ -365,7 +334,9 @@ def read_session(
     with conn.transaction(force_rollback=True):
         configure_read_only(conn, timeout_ms)
         probe = _Probe(
-            *conn.execute(_PROBE_SQL, {"fn": SANDBOX_FUNCTION, "reader": READER_ROLE}).fetchone()
+            *conn.execute(
+                STATEMENTS["sandbox_probe"], {"fn": SANDBOX_FUNCTION, "reader": READER_ROLE}
+            ).fetchone()
             or ()
         )
         mode = _choose(conn, probe, tenant)
@@ -380,14 +351,14 @@ def _choose(conn: psycopg.Connection[Any], probe: _Probe, tenant: str | None) ->
         raise SandboxError("the pgtrail log tables were not found; run `pgtrail migrate`")
     usable = probe.installed and probe.safe and probe.may_run
     if tenant is not None and usable and probe.may_sign_tenant:
-        token = conn.execute("SELECT pgtrail_sandbox_bind(%s)", (tenant,)).fetchone()
-        conn.execute("SELECT set_config(%s, %s, true)", (SCOPE_SETTING, token[0] if token else ""))
+        token = conn.execute(STATEMENTS["sandbox_bind_tenant"], (tenant,)).fetchone()
+        conn.execute(STATEMENTS["tenancy_set_local"], (SCOPE_SETTING, token[0] if token else ""))
         return Mode.SANDBOX
     if not probe.bound:
         if usable and probe.may_sign_all:
-            token = conn.execute("SELECT pgtrail_sandbox_bind_all()").fetchone()
+            token = conn.execute(STATEMENTS["sandbox_bind_all"]).fetchone()
             conn.execute(
-                "SELECT set_config(%s, %s, true)", (SCOPE_SETTING, token[0] if token else "")
+                STATEMENTS["tenancy_set_local"], (SCOPE_SETTING, token[0] if token else "")
             )
             return Mode.SANDBOX
         raise SandboxError(_not_installed(probe))
@@ -403,7 +374,9 @@ def problem(conn: psycopg.Connection[Any]) -> str | None:
         conn: an autocommit connection with ``search_path`` on the pgtrail schema.
     """
     with conn.transaction(force_rollback=True):
-        row = conn.execute(_PROBE_SQL, {"fn": SANDBOX_FUNCTION, "reader": READER_ROLE}).fetchone()
+        row = conn.execute(
+            STATEMENTS["sandbox_probe"], {"fn": SANDBOX_FUNCTION, "reader": READER_ROLE}
+        ).fetchone()
     probe = _Probe(*(row or ()))
     if not probe.tables:
         return "the pgtrail log tables were not found; run `pgtrail migrate`"

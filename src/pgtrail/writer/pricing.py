@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 
 import psycopg
 
+from pgtrail.statements import STATEMENTS
+
 log = logging.getLogger("pgtrail")
 _MILLION = Decimal(1_000_000)
 REFRESH_S = 300.0
@@ -62,10 +64,7 @@ class PriceBook:
 
     def load(self, conn: psycopg.Connection[Any]) -> None:
         """Reads every price row."""
-        rows = conn.execute(
-            "SELECT model, match_pattern, input_per_mtok, output_per_mtok, "
-            "cached_input_per_mtok, valid_from, valid_to FROM pgtrail_model_price"
-        ).fetchall()
+        rows = conn.execute(STATEMENTS["pricing_prices"]).fetchall()
         prices = []
         for model, pattern, p_in, p_out, p_cached, valid_from, valid_to in rows:
             try:

@@ -28,6 +28,7 @@ from pgtrail.config import Settings
 from pgtrail.db import mask_dsn
 from pgtrail.errors import SinkUnavailableError
 from pgtrail.ops import partitions
+from pgtrail.statements import STATEMENTS
 from pgtrail.tables import COLUMNS, PROMPT
 from pgtrail.writer import copytext
 from pgtrail.writer.pricing import PriceBook
@@ -53,11 +54,6 @@ class RejectedRow:
     reason: str
 
 
-_BYPASSES_RLS = """
-    SELECT coalesce(pg_has_role((SELECT relowner FROM pg_class
-                                 WHERE oid = to_regclass('pgtrail_prompt')), 'MEMBER'), true)
-        OR (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
-"""
 _RESTORE_PROMPT = sql.SQL(
     "(prompt_hash) DO UPDATE SET body = EXCLUDED.body, body_chars = EXCLUDED.body_chars "
     "WHERE pgtrail_prompt.body = '' AND EXCLUDED.body <> ''"
@@ -159,7 +155,7 @@ class PgSink:
     def probe(self) -> None:
         """One round trip; raises SinkUnavailableError when PostgreSQL is unreachable."""
         with self._transaction() as conn:
-            conn.execute("SELECT 1")
+            conn.execute(STATEMENTS["sink_probe"])
 
     def ensure_partitions(self, batch: Batch) -> None:
         """Creates the day partitions a batch's rows need, once per day per process."""
@@ -232,7 +228,7 @@ class PgSink:
         """Whether row-level security passes this role by (owner, superuser, BYPASSRLS)."""
         if self._bypasses_rls is None:
             with self._transaction() as conn:
-                found = conn.execute(_BYPASSES_RLS).fetchone()
+                found = conn.execute(STATEMENTS["sink_bypasses_rls"]).fetchone()
             self._bypasses_rls = bool(found and found[0])
         return self._bypasses_rls
 
