@@ -31,7 +31,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports(tree: ast.AST, here: str, is_package: bool) -> set[str]:
+def _imports(tree: ast.AST, here: str, is_package: bool, modules: set[str]) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -44,9 +44,11 @@ def _imports(tree: ast.AST, here: str, is_package: bool) -> set[str]:
                 base = ".".join([*anchor, base] if base else anchor)
             if not base.startswith("pgtrail"):
                 continue
-            found.add(base)
-            for alias in node.names:
-                found.add(f"{base}.{alias.name}")
+            # `from pgtrail import copytext` imports the module, not the package's face.
+            names = [f"{base}.{alias.name}" for alias in node.names]
+            found.update(names)
+            if not all(n in modules for n in names):
+                found.add(base)
     return found
 
 
@@ -56,7 +58,7 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         tree = ast.parse(path.read_text(), str(path))
-        targets = _imports(tree, name, path.name == "__init__.py")
+        targets = _imports(tree, name, path.name == "__init__.py", set(files))
         graph[name] = {t for t in targets if t in files and t != name}
     return graph
 
@@ -102,25 +104,48 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
     return groups
 
 
+# Public by contract though spelled with an underscore: NamedTuple's API and the standard
+# library's process exit.
+_PUBLIC_UNDERSCORED = frozenset({"_replace", "_make", "_asdict", "_fields", "_field_defaults"})
+_STDLIB_OWNERS = frozenset({"os", "sys"})
+
+
 def _private(name: str) -> bool:
+    if name in _PUBLIC_UNDERSCORED:
+        return False
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
+def _own_private_names(tree: ast.AST) -> set[str]:
+    """The private names a module defines: its functions, classes, methods, and attributes
+    it assigns (``self._x = ...``)."""
+    own: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            own.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            own.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            own.add(node.id)
+    return {name for name in own if _private(name)}
+
+
 def private_uses(paths: list[Path]) -> list[PrivateUse]:
-    """``from pgtrail.x import _y``, and ``a._y`` where ``a`` is not ``self`` or ``cls``."""
+    """``from pgtrail.x import _y``, and ``a._y`` where ``_y`` is not the module's own."""
     uses: list[PrivateUse] = []
     for path in paths:
         source = path.read_text()
         tree = ast.parse(source, str(path))
-        rel = str(path.relative_to(ROOT))
+        own = _own_private_names(tree)
+        rel = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pgtrail"):
                 for alias in node.names:
                     if _private(alias.name):
                         uses.append(PrivateUse(rel, node.lineno, f"import {alias.name}"))
-            elif isinstance(node, ast.Attribute) and _private(node.attr):
+            elif isinstance(node, ast.Attribute) and _private(node.attr) and node.attr not in own:
                 owner = node.value
-                if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+                if isinstance(owner, ast.Name) and owner.id in ("self", "cls", *_STDLIB_OWNERS):
                     continue
                 text = ast.get_source_segment(source, node) or node.attr
                 uses.append(PrivateUse(rel, node.lineno, text))

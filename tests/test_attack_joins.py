@@ -28,10 +28,10 @@ import pgtrail
 from dbrows import one, rows
 from pgtrail import Trail
 from pgtrail.config import Settings
+from pgtrail.executions import JOINED_EVENT
 from pgtrail.read import reports
 from pgtrail.read.journey import load_journey
 from pgtrail.read.trace import ProcessNode, load_trace
-from pgtrail.trail import JOINED_EVENT
 from pgtrail.writer.redact import hash_user_id
 
 ACME = ("acme", "u-acme", "s-acme")

@@ -619,7 +619,7 @@ def test_max_rows_bounds_memory_over_a_huge_result(settings: Settings) -> None:
     script = (
         "import resource, sys\n"
         "from pgtrail.config import Settings\n"
-        "from pgtrail import reports\n"
+        "from pgtrail.read import reports\n"
         "s = Settings(dsn=sys.argv[1], redis_url=None)\n"
         "r = reports.run_sql(s, \"SELECT g, repeat('x', 100) FROM generate_series(1, 3000000) g\","
         " max_rows=10)\n"
@@ -628,7 +628,7 @@ def test_max_rows_bounds_memory_over_a_huge_result(settings: Settings) -> None:
     )
     baseline = (
         "import resource\n"
-        "from pgtrail import reports, sandbox\n"
+        "from pgtrail.read import reports, sandbox\n"
         "import pglast.parser, psycopg\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )

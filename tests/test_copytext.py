@@ -15,8 +15,10 @@ from dbrows import one, rows
 from pgtrail import AgentDecision, Trail
 from pgtrail.config import Settings
 from pgtrail.writer import copytext
+from pgtrail.writer.prepare import RecordPreparer
 from pgtrail.writer.pricing import PriceBook
-from pgtrail.writer.records import RecordPreparer
+from pgtrail.writer.record import QueuedRecord
+from pgtrail.writer.sink import PgSink
 from pgtrail.writer.spool import Spool
 
 NASTY = "back\\slash\ttab\nnew line\r\ncarriage \\N \\t é ✓ 'quote' \"double\" \x7f"
@@ -141,13 +143,14 @@ def test_costs_of_spooled_calls_are_filled_from_their_lines(settings: Settings) 
     preparer = RecordPreparer(settings, prices)  # no prices loaded: costs stay null
     stamp = (None, uuid.uuid4(), dt.datetime(2026, 3, 1, tzinfo=dt.UTC), "t", None, None, "s")
     args = {"model": "gpt-4o", "input_tokens": 1_000_000, "output_tokens": 0, "agent_type": NASTY}
-    batch, rejected = preparer.prepare([("logs_llm_execution", stamp, args)])
+    batch, rejected = preparer.prepare([QueuedRecord("logs_llm_execution", *stamp, args)])
     assert not rejected
     fields = copytext.fields(batch["logs_llm_execution"][0])
     assert fields[-5:-2] == [None, None, None]
-    with Trail(settings, sync=True) as trail:
-        trail._flusher.sink.refresh_prices()
-        trail._flusher.preparer.fill_missing_costs(batch)
+    sink = PgSink(settings)
+    sink.refresh_prices()
+    RecordPreparer(settings, sink.prices).fill_missing_costs(batch)
+    sink.close()
     fields = copytext.fields(batch["logs_llm_execution"][0])
     assert fields[-5] is not None and Decimal(str(fields[-5])) > 0
     assert fields[9] == NASTY  # the other fields are untouched
@@ -180,17 +183,22 @@ def test_costs_of_spooled_calls_are_filled_from_their_lines(settings: Settings) 
 def test_the_one_pass_row_of_a_plain_call_is_the_general_paths_row(
     settings: Settings, args: dict[str, object]
 ) -> None:
-    with Trail(settings, sync=True) as trail:
-        trail._flusher.sink.refresh_prices()
-        prices = trail._flusher.preparer.prices
+    sink = PgSink(settings)
+    sink.refresh_prices()
+    prices = sink.prices
+    sink.close()
     when = dt.datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
     stamp = (uuid.uuid4(), uuid.uuid4(), when, "acme", "u1", "s1", "ab12")
-    call = {**args, "_context": {"workflow": "001 Main", "feature": None}}
+    context = {"workflow": "001 Main", "feature": None}
+
+    def call() -> QueuedRecord:
+        return QueuedRecord("logs_llm_execution", *stamp, dict(args), context=context)
+
     one_pass = RecordPreparer(settings, prices)
     general = RecordPreparer(settings, prices)
-    general._plain_llm_row = lambda *_: None  # type: ignore[method-assign]
-    fast = one_pass.prepare_one("logs_llm_execution", stamp, dict(call))
-    slow = general.prepare_one("logs_llm_execution", stamp, dict(call))
-    assert one_pass._plain_llm_row("common", when, dict(call)) is not None  # took the one pass
+    general.plain_llm_row = lambda *_: None  # type: ignore[method-assign]
+    fast = one_pass.prepare_one(call())
+    slow = general.prepare_one(call())
+    assert one_pass.plain_llm_row("common", call()) is not None  # took the one pass
     assert fast == slow
     assert len(copytext.fields(fast[0][1])) == 25

@@ -21,7 +21,6 @@ from pgtrail.ids import execution_event_id, uuid7, uuid7_hex
 from pgtrail.models import AgentEvent
 from pgtrail.writer import copytext
 from pgtrail.writer.freeze import (
-    DATA_JSON,
     clean_json,
     event_fields,
     freeze,
@@ -29,11 +28,18 @@ from pgtrail.writer.freeze import (
     splice,
     thaw,
 )
-from pgtrail.writer.records import RecordPreparer
-from pgtrail.writer.sampling import SAMPLED_OUT
+from pgtrail.writer.prepare import RecordPreparer
+from pgtrail.writer.record import QueuedRecord
+from pgtrail.writer.sink import PgSink
 
 LLM, AGENT, JOURNEY = "logs_llm_execution", "logs_agent_execution", "logs_user_journey"
 LIMIT = 1_000_000
+_WHEN = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+
+
+def queued(table: str, args: dict[str, Any], **fields: Any) -> QueuedRecord:
+    """A record as the helpers enqueue it."""
+    return QueuedRecord(table, None, uuid.uuid4(), _WHEN, "t", None, None, "s", args, **fields)
 
 
 class Scored(AgentEvent):
@@ -70,8 +76,8 @@ class Rounded(AgentEvent):
 )
 def test_values_the_sanitiser_must_see_are_not_frozen(value: dict[Any, Any]) -> None:
     assert clean_json(value, LIMIT) is None
-    args = {"event_type": "e", "data": value}
-    assert freeze(JOURNEY, args, LIMIT) is args  # left as given, for the writer to clean
+    record = queued(JOURNEY, {"event_type": "e", "data": value})
+    assert freeze(record, LIMIT) is record  # left as given, for the writer to clean
 
 
 class _BadFloat(float):
@@ -101,27 +107,28 @@ def test_clean_values_freeze_to_json_with_their_nulls() -> None:
 
 
 def test_a_frozen_record_is_never_tracked_by_the_garbage_collector() -> None:
-    llm = freeze(LLM, {"model": "m", "input_tokens": 3, "data": {"k": {"n": 1}}}, LIMIT)
-    agent = freeze(AGENT, {"event": AgentDecision(decisions={"a": {"b": 1}}), "data": None}, LIMIT)
-    journey = freeze(JOURNEY, {"event_type": "opened", "data": {"k": [1, 2]}}, LIMIT)
+    llm = freeze(queued(LLM, {"model": "m", "input_tokens": 3, "data": {"k": {"n": 1}}}), LIMIT)
+    event = AgentDecision(decisions={"a": {"b": 1}})
+    agent = freeze(queued(AGENT, {"event": event, "data": None}), LIMIT)
+    journey = freeze(queued(JOURNEY, {"event_type": "opened", "data": {"k": [1, 2]}}), LIMIT)
     for frozen in (llm, agent, journey):
-        assert not gc.is_tracked(frozen), frozen
-        assert "data" not in frozen and DATA_JSON in frozen
+        assert not gc.is_tracked(frozen.args), frozen
+        assert "data" not in frozen.args and frozen.data_json is not None
 
 
 def test_freezing_keeps_what_it_does_not_freeze() -> None:
-    marked = freeze(JOURNEY, {"event_type": "e", "data": {"k": 1}, SAMPLED_OUT: 0.1}, LIMIT)
-    assert marked[SAMPLED_OUT] == 0.1
-    wrong = freeze(LLM, {"data": "not a dict", "payload": {"p": 1}}, LIMIT)
-    assert wrong["data"] == "not a dict"  # the writer rejects it with a clear reason
-    assert thaw(wrong) == {"data": "not a dict", "payload": {"p": 1}}
-    not_a_model = {"event": {"plain": "dict"}, "data": None}
-    assert freeze(AGENT, not_a_model, LIMIT) is not_a_model
+    marked = freeze(queued(JOURNEY, {"event_type": "e", "data": {"k": 1}}, sampled_out=0.1), LIMIT)
+    assert marked.sampled_out == 0.1
+    wrong = freeze(queued(LLM, {"data": "not a dict", "payload": {"p": 1}}), LIMIT)
+    assert wrong.args["data"] == "not a dict"  # the writer rejects it with a clear reason
+    assert thaw(wrong).args == {"data": "not a dict", "payload": {"p": 1}}
+    not_a_model = queued(AGENT, {"event": {"plain": "dict"}, "data": None})
+    assert freeze(not_a_model, LIMIT) is not_a_model
 
 
 def test_thaw_gives_back_the_callers_values() -> None:
     args = {"model": "m", "data": {"k": [1, {"x": None}]}, "payload": {"p": "é"}}
-    assert thaw(freeze(LLM, dict(args), LIMIT)) == {"model": "m", **args}
+    assert thaw(freeze(queued(LLM, dict(args)), LIMIT)).args == {"model": "m", **args}
 
 
 @pytest.mark.parametrize(
@@ -143,8 +150,8 @@ def test_event_fields_are_model_dump_by_alias_without_nulls(event: AgentEvent) -
 def test_models_that_serialise_themselves_keep_their_model() -> None:
     for event in (Scored(score=1.5), Rounded(value=2.6)):
         assert event_fields(event) is None
-        args = {"event": event, "data": None}
-        assert freeze(AGENT, args, LIMIT) is args
+        record = queued(AGENT, {"event": event, "data": None})
+        assert freeze(record, LIMIT) is record
 
 
 def test_members_and_splice_merge_like_a_dict_update() -> None:
@@ -215,27 +222,29 @@ def test_unclean_values_are_still_cleaned_and_explained(settings: Settings) -> N
 def test_a_frozen_call_takes_the_one_pass_row_and_matches_the_general_path(
     settings: Settings,
 ) -> None:
-    with Trail(settings, sync=True) as trail:
-        trail._flusher.sink.refresh_prices()
-        prices = trail._flusher.preparer.prices
+    sink = PgSink(settings)
+    sink.refresh_prices()
+    prices = sink.prices
+    sink.close()
     when = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
     stamp = (uuid.uuid4(), uuid.uuid4(), when, "acme", "u1", "s1", "ab12")
+    context = {"workflow": "001 Main", "feature": "coaching"}
     call = {
         "model": "claude-sonnet-4-20250514",
         "input_tokens": 1200,
         "output_tokens": 80,
         "data": {"turn": 3},
         "payload": {"completion": "ok"},
-        "_context": {"workflow": "001 Main", "feature": "coaching"},
     }
-    frozen = freeze(LLM, dict(call), LIMIT)
-    frozen["_context_members"] = members(frozen.pop("_context"), LIMIT)
+    given = QueuedRecord(LLM, *stamp, call, context=context)
+    frozen = freeze(QueuedRecord(LLM, *stamp, dict(call)), LIMIT)
+    frozen = frozen._replace(context_members=members(context, LIMIT))
     one_pass = RecordPreparer(settings, prices)
     general = RecordPreparer(settings, prices)
-    general._plain_llm_row = lambda *_: None  # type: ignore[method-assign]
-    assert one_pass._plain_llm_row("common", when, frozen) is not None
-    prepared = one_pass.prepare_one(LLM, stamp, frozen)
-    assert prepared == general.prepare_one(LLM, stamp, call)
+    general.plain_llm_row = lambda *_: None  # type: ignore[method-assign]
+    assert one_pass.plain_llm_row("common", frozen) is not None
+    prepared = one_pass.prepare_one(frozen)
+    assert prepared == general.prepare_one(given)
     line = prepared[0][1]
     assert copytext.fields(line)[2] == "2026-03-01 12:00:00.000000+00:00"
     assert copytext.created_day(line) == "2026-03-01"

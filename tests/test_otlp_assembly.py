@@ -17,6 +17,7 @@ from opentelemetry.trace import Status, StatusCode
 from typer.testing import CliRunner
 
 from dbrows import one, rows
+from otlp_builders import otel_span
 from pgtrail.cli import app
 from pgtrail.config import Settings
 from pgtrail.errors import AssemblyUnavailableError
@@ -52,17 +53,16 @@ def span(
     status_code: int = 0,
     status_message: str = "",
 ) -> OtlpSpan:
-    return OtlpSpan(
+    return otel_span(
+        name,
+        attributes or {},
         trace_id=trace_id,
         span_id=IDS[key],
-        parent_span_id=IDS[parent] if parent else None,
-        name=name,
-        kind=1,
-        start_unix_nano=T0 + start_ms * 1_000_000,
-        end_unix_nano=T0 + end_ms * 1_000_000,
-        status_code=status_code,
-        status_message=status_message,
-        attributes=attributes or {},
+        parent=IDS[parent] if parent else None,
+        start=T0 + start_ms * 1_000_000,
+        end=T0 + end_ms * 1_000_000,
+        status=status_code,
+        message=status_message,
         resource={"service.name": service},
         scope="test",
     )

@@ -17,7 +17,7 @@ from pgtrail.cli import app
 from pgtrail.config import Settings
 from pgtrail.errors import NotFoundError
 from pgtrail.read.journey import load_journey
-from pgtrail.read.trace import LlmCall, ProcessNode, load_trace
+from pgtrail.read.trace import ProcessNode, TracedLlmCall, load_trace
 
 runner = CliRunner()
 
@@ -117,10 +117,10 @@ def test_trace_nests_processes_and_files_each_event_under_its_process(settings: 
         ("agent", "handoff"),
         ("agent", "agent_decision"),
     ]
-    assert [c.cost for c in nodes["101 AI Execute LLM"].events if isinstance(c, LlmCall)] == [
+    assert [c.cost for c in nodes["101 AI Execute LLM"].events if isinstance(c, TracedLlmCall)] == [
         Decimal("0.25")
     ]
-    retry = [c for c in nodes["110 Retry with larger model"].events if isinstance(c, LlmCall)]
+    retry = [c for c in nodes["110 Retry with larger model"].events if isinstance(c, TracedLlmCall)]
     assert [(c.model, c.outcome, c.cost) for c in retry] == [
         ("claude-opus-4-1", "llm_timeout", Decimal("0.5"))
     ]

@@ -21,6 +21,7 @@ from pgtrail.cli import app
 from pgtrail.config import Settings
 from pgtrail.ops.devservices import LocalPostgres, LocalRedis
 from pgtrail.ops.migrate import migrate
+from pgtrail.writer.spool import Spool
 
 
 def count(dsn: str, table: str) -> int:
@@ -66,7 +67,7 @@ def test_postgres_stopped_mid_load_loses_and_duplicates_nothing(
                 own_postgres.start()
     assert trail.flush(60)
     deadline = time.monotonic() + 60
-    while trail._flusher.spool.files() and time.monotonic() < deadline:
+    while Spool(settings.spool_dir).files() and time.monotonic() < deadline:
         trail.flush(5)
         time.sleep(0.2)
     trail.close()

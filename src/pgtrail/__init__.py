@@ -10,9 +10,11 @@ and user-journey events from anywhere below it::
                                       input_tokens=12570, output_tokens=1568)
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from pgtrail.config import Settings
-from pgtrail.correlation import extract, inject
 from pgtrail.errors import PgtrailError
+from pgtrail.helpers import log_agent_execution, log_llm_execution, log_user_journey
 from pgtrail.models import (
     AgentDecision,
     ContextCompression,
@@ -21,7 +23,14 @@ from pgtrail.models import (
     Retrieval,
     ToolCall,
 )
-from pgtrail.trail import Execution, Trail, log_agent_execution, log_llm_execution, log_user_journey
+from pgtrail.propagation import extract, inject
+from pgtrail.trail import Execution, Trail
+
+try:
+    __version__ = version("pgtrail")
+    """The installed version of pgtrail."""
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "AgentDecision",
@@ -34,6 +43,7 @@ __all__ = [
     "Settings",
     "ToolCall",
     "Trail",
+    "__version__",
     "extract",
     "inject",
     "log_agent_execution",

@@ -76,3 +76,17 @@ def new_span_id() -> str:
 def execution_event_id(execution_id: uuid.UUID) -> uuid.UUID:
     """The one event id an execution's final row can have, so a second writer is a no-op."""
     return uuid.uuid5(execution_id, "pgtrail.execution")
+
+
+def uuid_or_none(raw: object) -> uuid.UUID | None:
+    """``raw`` read as a UUID (any of its text forms); None when empty or not a UUID.
+
+    Args:
+        raw: A value read back from Redis, a header or a caller.
+    """
+    if not raw:
+        return None
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        return None

@@ -7,8 +7,6 @@ as plain dictionaries.
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt
@@ -82,20 +80,7 @@ class Handoff(AgentEvent):
     reason: str | None = None
 
 
-class Stamp(BaseModel):
-    """The columns every log row shares, stamped by the writer."""
-
-    model_config = ConfigDict(extra="forbid")
-    event_id: uuid.UUID
-    execution_id: uuid.UUID
-    created_at: dt.datetime
-    tenant_id: str = "default"
-    user_id: str | None = None
-    session_id: str | None = None
-    span_id: str | None = None
-
-
-class LlmCall(BaseModel):
+class LlmCallRecord(BaseModel):
     """One model call, as ``log_llm_execution`` takes it."""
 
     model_config = ConfigDict(extra="forbid")
@@ -136,16 +121,3 @@ class JourneyRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
     event_type: str = Field(min_length=1, max_length=200)
     data: dict[str, Any] = Field(default_factory=dict)
-
-
-class ProcessRecord(BaseModel):
-    """One step of an execution, as stored in ``processes_executed``."""
-
-    span_id: str
-    parent_span_id: str | None = None
-    name: str
-    nesting_level: NonNegativeInt = 0
-    started_at: dt.datetime
-    duration_ms: NonNegativeInt | None = None
-    status: Literal["success", "error", "running"] = "success"
-    error: str | None = None

@@ -1,13 +1,13 @@
-"""``Trail``, the client: executions, processes, and the ``log_*`` helpers.
+"""``Trail``, the client: executions, joins, processes, and the records logged in them.
 
-``log_*`` calls stamp the record (event id, time, the ids of the current execution and
-process) and append it to an in-memory queue; they never wait on the network and, outside
-strict mode, never raise. Everything else happens in the background flusher.
+A record is stamped with the current execution and process and appended to the writer's
+in-memory queue (:meth:`Trail.log_record`, which the ``log_*`` helpers of
+:mod:`pgtrail.helpers` call); nothing here waits on the network and, outside strict mode,
+nothing raises (:mod:`pgtrail.guard`). Everything else happens in the background flusher.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import datetime as dt
 import decimal
@@ -15,47 +15,35 @@ import functools
 import inspect
 import logging
 import math
-import os
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any, ParamSpec, TypeVar, overload
 
 from psycopg_pool import ConnectionPool
 
-from pgtrail import correlation
+from pgtrail import context as execution_context
+from pgtrail import executions, guard, propagation
 from pgtrail.config import Settings
-from pgtrail.correlation import ExecutionState, RedisState, Span, TraceContext
+from pgtrail.context import ExecutionState, Span
 from pgtrail.errors import NoActiveExecutionError, PgtrailError, ValidationError
-from pgtrail.ids import execution_event_id, new_span_id, uuid7
-from pgtrail.models import AgentEvent
-from pgtrail.tables import AGENT, EXECUTION, JOURNEY, LLM
+from pgtrail.executions import JOINED_EVENT
+from pgtrail.ids import new_span_id, uuid7, uuid_or_none
+from pgtrail.propagation import TraceContext
+from pgtrail.shared_state import RedisState
 from pgtrail.writer.flusher import Flusher, FlushStats
-from pgtrail.writer.freeze import (
-    CONTEXT,
-    CONTEXT_MEMBERS,
-    DATA_JSON,
-    PAYLOAD_JSON,
-    frozen_dict,
-    members,
-)
-from pgtrail.writer.records import Stamp
+from pgtrail.writer.freeze import members
+from pgtrail.writer.record import QueuedRecord
 from pgtrail.writer.redact import Redactor
 from pgtrail.writer.sampling import Sampler, SamplingConfig
 from pgtrail.writer.sanitize import Sanitizer, safe_repr, safe_str
 from pgtrail.writer.sink import PgSink, Sink
 
 log = logging.getLogger("pgtrail")
+_new_tuple = tuple.__new__
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-JOINED_EVENT = "execution_joined"
-"""``event_type`` of the ``logs_execution`` row of a join's processes that could not reach
-the execution's own row (see :meth:`Trail.join`)."""
-
-_live_trails: weakref.WeakSet[Trail] = weakref.WeakSet()
-_reported: set[str] = set()
 _NUMBERS = ("input_cost", "output_cost", "total_cost", "duration_ms")
 _DEFAULT_LOOKUP_S = 1.0
 _Tokens = tuple[Any, ...]
@@ -63,41 +51,6 @@ _Tokens = tuple[Any, ...]
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _report_once(key: str, message: str, exc: BaseException | None = None) -> None:
-    if key not in _reported:
-        _reported.add(key)
-        log.error(message, exc_info=exc)
-
-
-def _strict_now() -> bool:
-    """Strict mode of the current execution's client, else of any live client."""
-    state, _ = correlation.current()
-    if state is not None:
-        return state.trail.settings.strict
-    return any(t.settings.strict for t in _live_trails)
-
-
-def _swallow(entry: str, exc: Exception, strict: bool) -> None:
-    """The one guard of each public entry point: raises ``exc`` in strict mode, else reports.
-
-    Reported once per entry point and kind of failure, with its traceback: a bad value
-    logged in a loop must not flood the application's log.
-    """
-    if strict:
-        raise exc
-    _report_once(
-        f"failed:{entry}:{type(exc).__qualname__}",
-        f"pgtrail: {entry} failed ({type(exc).__qualname__}: {safe_str(exc)[:500]}); "
-        "the application goes on (said once)",
-        exc,
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    """``Type: message`` of an exception, even one whose ``__str__`` raises."""
-    return f"{type(exc).__name__}: {safe_str(exc)}"
 
 
 def _seconds(value: object) -> float:
@@ -125,8 +78,9 @@ def _check_finite(args: dict[str, Any]) -> None:
 class Execution:
     """Handle of an open execution: its id, nested processes, and its outcome."""
 
-    def __init__(self, state: ExecutionState) -> None:
+    def __init__(self, state: ExecutionState, trail: Trail) -> None:
         self._state = state
+        self._trail = trail
 
     @property
     def execution_id(self) -> uuid.UUID:
@@ -134,7 +88,7 @@ class Execution:
 
     def process(self, name: str) -> _ProcessScope:
         """Marks a nested step; nest ``with`` blocks to nest processes."""
-        return self._state.trail.process(name)
+        return self._trail.process(name)
 
     def fail(self, error: str) -> None:
         """Marks the execution as failed without raising.
@@ -159,7 +113,7 @@ class Execution:
     def traceparent(self) -> str:
         """A W3C ``traceparent`` value that lets another service join this execution."""
         headers: dict[str, str] = {}
-        correlation.inject(headers)
+        propagation.inject(headers)
         return headers.get(
             "traceparent", f"00-{self.execution_id.hex}-{self._state.root_span.span_id}-01"
         )
@@ -226,7 +180,7 @@ class Trail:
         """Processes of joined executions that could not reach the execution's row (they
         are stored as ``execution_joined`` rows instead: see :meth:`join`)."""
         self._closed = False
-        _live_trails.add(self)
+        guard.live_clients.add(self)
 
     # -- executions and processes --------------------------------------------------------
 
@@ -275,11 +229,11 @@ class Trail:
         )
         failure: BaseException | None = None
         try:
-            yield Execution(state)
+            yield Execution(state, self)
         except BaseException as exc:
             failure = exc
             state.status = "error"
-            state.error = state.error if state.error is not None else _describe(exc)
+            state.error = state.error if state.error is not None else guard.describe(exc)
             raise
         finally:
             self._close_execution(state, tokens, failure)
@@ -320,9 +274,9 @@ class Trail:
             self._set_llm_context(state, {"workflow": name, "feature": ctx.get("feature")})
             self.redis.open(state)
             self._sampler.begin(state.execution_id, name, opened_here=True)
-            return state, correlation.activate(state, root)
+            return state, execution_context.activate(state, root)
         except Exception as exc:
-            _swallow("execution", exc, self.settings.strict)
+            guard.swallow("execution", exc, self.settings.strict)
             return self._detached(), None
 
     def _close_execution(
@@ -331,7 +285,7 @@ class Trail:
         if tokens is None:
             return
         try:
-            correlation.deactivate(state, tokens)
+            execution_context.deactivate(state, tokens)
             root = state.root_span
             root.ended_at = self._now()
             root.status = "error" if state.status == "error" else "success"
@@ -339,7 +293,7 @@ class Trail:
             self._finalise(state)
         except Exception as exc:
             # Never replaces the application's own exception, even in strict mode.
-            _swallow("execution", exc, self.settings.strict and failure is None)
+            guard.swallow("execution", exc, self.settings.strict and failure is None)
 
     def _detached(self) -> ExecutionState:
         """An execution that is not current: what a block gets when opening it failed."""
@@ -393,7 +347,7 @@ class Trail:
         if type(value) is int and abs(value) < 10**18:
             return str(value)
         text, problems = self._clean.text(value, field)
-        _report_once(
+        guard.report_once(
             f"identity:{field}:{type(value).__qualname__}",
             f"pgtrail: {problems[0] if problems else field}; stored as text (said once)",
         )
@@ -409,7 +363,7 @@ class Trail:
                 raise ValidationError(
                     f"field {field!r}: not a UUID: {safe_repr(value)[:100]}"
                 ) from None
-            _report_once(
+            guard.report_once(
                 f"uuid:{field}",
                 f"pgtrail: {field} {safe_repr(value)[:100]} is not a UUID; ignored (said once)",
             )
@@ -475,7 +429,7 @@ class Trail:
         )
         failure: BaseException | None = None
         try:
-            yield Execution(state)
+            yield Execution(state, self)
         except BaseException as exc:
             failure = exc
             raise
@@ -518,7 +472,7 @@ class Trail:
                 tenant_id=found.tenant_id,
                 user_id=found.user_id,
                 session_id=found.session_id,
-                context=correlation.json_dict(meta.get("context")),
+                context=executions.json_dict(meta.get("context")),
                 parent_execution_id=None,
                 started_at=started,
                 is_root=False,
@@ -529,9 +483,9 @@ class Trail:
                 state, {"workflow": state.workflow, "feature": state.context.get("feature")}
             )
             owns = self._sampler.begin(state.execution_id, state.workflow, opened_here=False)
-            return state, correlation.activate(state, anchor), owns
+            return state, execution_context.activate(state, anchor), owns
         except Exception as exc:
-            _swallow("join", exc, self.settings.strict)
+            guard.swallow("join", exc, self.settings.strict)
             return self._detached(), None, False
 
     def _join_target(self, target: object) -> TraceContext:
@@ -541,7 +495,7 @@ class Trail:
             if self.settings.strict:
                 raise
             fresh = TraceContext(uuid7(), None)
-            _report_once(
+            guard.report_once(
                 f"join-target:{type(exc).__qualname__}",
                 f"pgtrail: join({safe_repr(target)[:100]}) names no execution ({safe_str(exc)}); "
                 f"its events go to a new execution {fresh.execution_id} (said once)",
@@ -554,10 +508,10 @@ class Trail:
         meta: dict[str, str],
         given: tuple[str | None, str | None, str | None],
         timeout_s: object,
-    ) -> correlation.Identity:
+    ) -> executions.Identity:
         """Tenant, user and session of a joined execution: Redis, its row, or the arguments."""
         if meta:
-            found: correlation.Identity | None = correlation.Identity(
+            found: executions.Identity | None = executions.Identity(
                 meta.get("tenant_id") or "default",
                 meta.get("user_id") or None,
                 meta.get("session_id") or None,
@@ -565,17 +519,17 @@ class Trail:
                 "redis",
             )
         else:
-            found = correlation.stored_identity(self.settings, execution_id, _seconds(timeout_s))
+            found = executions.stored_identity(self.settings, execution_id, _seconds(timeout_s))
         if found is None:
             if any(v is not None for v in given):
-                return correlation.Identity(given[0] or "default", given[1], given[2], None, "join")
-            _report_once(
+                return executions.Identity(given[0] or "default", given[1], given[2], None, "join")
+            guard.report_once(
                 f"join:{execution_id}",
                 f"pgtrail: execution {execution_id} is neither open in Redis nor stored, and "
                 "join() was given no tenant_id, user_id or session_id; its events are stored "
                 "under tenant 'default' with no user or session",
             )
-            return correlation.Identity("default", None, None, None, "unknown")
+            return executions.Identity("default", None, None, None, "unknown")
         for field, value, known in zip(
             ("tenant_id", "user_id", "session_id"),
             given,
@@ -583,7 +537,7 @@ class Trail:
             strict=True,
         ):
             if value is not None and value != known:
-                _report_once(
+                guard.report_once(
                     f"join-differs:{execution_id}:{field}",
                     f"pgtrail: join({execution_id}) was given {field}={safe_repr(value)[:100]} "
                     f"but the execution ({found.source}) has {known!r}; the execution's is used",
@@ -600,16 +554,16 @@ class Trail:
         if tokens is None:
             return
         try:
-            correlation.deactivate(state, tokens)
+            execution_context.deactivate(state, tokens)
             failed = failure is not None or state.status == "error"
             if owns_sampling:
                 self._sampler.end(state.execution_id, error=failed)
             if failure is not None and state.error is None:
-                state.error = _describe(failure)
+                state.error = guard.describe(failure)
             self._reconcile(state, "error" if failed else "success")
         except Exception as exc:
             # Never replaces the application's own exception, even in strict mode.
-            _swallow("join", exc, self.settings.strict and failure is None)
+            guard.swallow("join", exc, self.settings.strict and failure is None)
 
     def _reconcile(self, state: ExecutionState, status: str) -> None:
         """The join's processes that did not reach the execution's row get a row of their own."""
@@ -621,9 +575,9 @@ class Trail:
             state.unmerged = []  # Redis is back and the execution still open: its root merges
             return
         anchor = state.root_span
-        processes = correlation.merge_process_records(state.unmerged, anchor.span_id)
+        processes = executions.merge_process_records(state.unmerged, anchor.span_id)
         self.unmerged_processes += len(processes)
-        _report_once(
+        guard.report_once(
             f"unmerged:{id(self)}",
             f"pgtrail: {len(processes)} process(es) of joined execution {state.execution_id} "
             "could not reach its row (Redis unreachable, or the execution already finished); "
@@ -631,7 +585,9 @@ class Trail:
             "Trail.unmerged_processes; said once)",
         )
         error = state.error if status == "error" else None
-        self.enqueue_execution(state, processes, status, error, self._now())
+        self.enqueue_execution(
+            executions.execution_record(state, processes, status, error, self._now())
+        )
         state.unmerged = []
 
     @overload
@@ -655,30 +611,30 @@ class Trail:
                     name
                 )
             except Exception as exc:
-                _swallow("process", exc, self.settings.strict)
+                guard.swallow("process", exc, self.settings.strict)
                 return name
         return _ProcessScope(self, name)
 
     def _enter_process(self, name: str) -> tuple[ExecutionState, Span, Any] | None:
-        state, parent = correlation.current()
+        state, parent = execution_context.current()
         if state is None:
             self._no_execution(f"process {safe_repr(name)}")
             return None
         if state.trail.settings.strict:
             self._strict_clean.text(name, "process")
-        span = correlation.new_child(parent or state.root_span, name, self._now())
+        span = execution_context.new_child(parent or state.root_span, name, self._now())
         state.spans.append(span)
         state.open_spans.append(span)
-        return state, span, correlation.push_span(span)
+        return state, span, execution_context.push_span(span)
 
     def _exit_process(
         self, entered: tuple[ExecutionState, Span, Any], exc: BaseException | None
     ) -> None:
         state, span, token = entered
-        correlation.pop_span(token)
+        execution_context.pop_span(token)
         span.ended_at = self._now()
         span.status = "error" if exc is not None else "success"
-        span.error = None if exc is None else _describe(exc)
+        span.error = None if exc is None else guard.describe(exc)
         with contextlib.suppress(ValueError):
             state.open_spans.remove(span)
         if state.is_root:
@@ -704,9 +660,13 @@ class Trail:
                 return  # `pgtrail sweep` finalised it already
             records += self.redis.spans(state.execution_id)
         self._pending_spans = [p for p in self._pending_spans if p[0] != state.execution_id]
-        processes = correlation.merge_process_records(records, state.root_span.span_id)
+        processes = executions.merge_process_records(records, state.root_span.span_id)
         finalized = state.root_span.ended_at or self._now()
-        self.enqueue_execution(state, processes, state.status, state.error, finalized, sampling)
+        self.enqueue_execution(
+            executions.execution_record(
+                state, processes, state.status, state.error, finalized, sampling
+            )
+        )
         self.redis.forget(state.execution_id)
 
     @property
@@ -714,54 +674,14 @@ class Trail:
         """This client's sampling: every record of an execution is routed through it."""
         return self._sampler
 
-    def enqueue_execution(
-        self,
-        state: ExecutionState,
-        processes: list[dict[str, Any]],
-        status: str,
-        error: str | None,
-        finalized: dt.datetime,
-        sampling: dict[str, Any] | None = None,
-    ) -> None:
-        """Queues the ``logs_execution`` row of ``state`` (the seam the OTLP assembler uses).
+    def enqueue_execution(self, record: QueuedRecord) -> None:
+        """Queues an execution's row, made by :func:`pgtrail.executions.execution_record`
+        (the seam the OTLP assembler uses too); a synchronous client writes it at once.
 
         Args:
-            state: The execution; a root's row, or a join's own ``execution_joined`` row.
-            processes: Every process of the execution in start order, as stored.
-            status: ``success``, ``error`` or ``abandoned``.
-            error: What went wrong, or None.
-            finalized: When it ended (its duration is counted to here).
-            sampling: The sampling decision to record in ``particular_data``, or None.
+            record: The ``logs_execution`` record.
         """
-        stamp: Stamp = (
-            execution_event_id(state.execution_id),
-            state.execution_id,
-            state.started_at,
-            state.tenant_id,
-            state.user_id,
-            state.session_id,
-            state.root_span.span_id,
-        )
-        duration = round((finalized - state.started_at).total_seconds() * 1000)
-        args: dict[str, Any] = {
-            "workflow": state.workflow,
-            "parent_execution_id": state.parent_execution_id,
-            "status": status,
-            "error": error,
-            "processes": processes,
-            "context": state.context,
-            "finalized_at": finalized,
-            "duration_ms": max(0, duration),
-        }
-        if sampling is not None:
-            args["sampling"] = sampling
-        if not state.is_root:
-            # A join's own row (see `join`): an event id of its own, and no finalisation
-            # time, so that readers of "the" row of the execution pick the root's.
-            stamp = (None, *stamp[1:])
-            args["event_type"] = JOINED_EVENT
-            args["finalized_at"] = None
-        self._flusher.submit((EXECUTION, stamp, args))
+        self._flusher.submit(record)
         if not self._flusher.background:
             self._flusher.flush()
 
@@ -793,8 +713,8 @@ class Trail:
                     tenant_id=meta.get("tenant_id") or "default",
                     user_id=meta.get("user_id") or None,
                     session_id=meta.get("session_id") or None,
-                    context=correlation.json_dict(meta.get("context")),
-                    parent_execution_id=_uuid_or_none(meta.get("parent_execution_id")),
+                    context=executions.json_dict(meta.get("context")),
+                    parent_execution_id=uuid_or_none(meta.get("parent_execution_id")),
                     started_at=started,
                     is_root=True,
                     root_span=root,
@@ -804,11 +724,12 @@ class Trail:
                 )
                 root.ended_at = last
                 root.status = "abandoned"
-                processes = correlation.merge_process_records(
+                processes = executions.merge_process_records(
                     [root.record(), *records], root.span_id
                 )
+                reason = f"no activity for {idle_s:.0f} s"
                 self.enqueue_execution(
-                    state, processes, "abandoned", f"no activity for {idle_s:.0f} s", self._now()
+                    executions.execution_record(state, processes, "abandoned", reason, self._now())
                 )
                 swept.append(execution_id)
             self.redis.forget(execution_id)
@@ -820,16 +741,31 @@ class Trail:
         now = self.clock()
         return now if now.tzinfo is not None else now.replace(tzinfo=dt.UTC)
 
-    def _log(
+    def log_record(
         self,
         state: ExecutionState,
         span: Span | None,
         table: str,
         args: dict[str, Any],
+        data_json: str | None = None,
+        payload_json: str | None = None,
+        context_members: str | None = None,
+        context: dict[str, Any] | None = None,
     ) -> None:
         """Stamps one record of ``state`` and enqueues it (or holds it, when sampling).
 
-        Raises whatever fails: the calling helper's guard decides (strict mode or not).
+        The seam of the module-level ``log_*`` helpers; raises whatever fails, and the
+        calling helper's guard decides (strict mode or not).
+
+        Args:
+            state: The execution the record belongs to.
+            span: The process it happened in; None for the execution's root.
+            table: The log table (:mod:`pgtrail.tables`).
+            args: The caller's arguments, as given.
+            data_json: ``data`` already frozen to JSON on the caller's side, or None.
+            payload_json: ``payload`` already frozen to JSON, or None.
+            context_members: The execution's context as serialised JSON members, or None.
+            context: The same context as a dictionary, when it was not serialised.
         """
         now = self.clock()
         if now.tzinfo is None:
@@ -839,22 +775,34 @@ class Trail:
                 )
             now = now.replace(tzinfo=dt.UTC)
         # The event id (a UUIDv7 of this time) is assigned by the writer, off this path.
-        stamp: Stamp = (
-            None,
-            state.execution_hex,
-            now,
-            state.tenant_id,
-            state.user_id,
-            state.session_id,
-            (span or state.root_span).span_id,
+        # Every field, in order, through tuple's own constructor: half the cost of the
+        # NamedTuple's on the path every log_* call takes.
+        record = _new_tuple(
+            QueuedRecord,
+            (
+                table,
+                None,
+                state.execution_hex,
+                now,
+                state.tenant_id,
+                state.user_id,
+                state.session_id,
+                (span or state.root_span).span_id,
+                args,
+                data_json,
+                payload_json,
+                context_members,
+                context,
+                None,
+            ),
         )
         if self.settings.strict:
             _check_finite(args)
-            self._flusher.preparer.check(table, stamp, args)
+            self._flusher.preparer.check(record)
         if self._sampler.active:
-            self._sampler.route(state.execution_id, (table, stamp, args))
+            self._sampler.route(state.execution_id, record)
         else:
-            self._flusher.submit((table, stamp, args))
+            self._flusher.submit(record)
 
     def _no_execution(self, what: str) -> None:
         message = (
@@ -863,7 +811,7 @@ class Trail:
         )
         if self.settings.strict:
             raise NoActiveExecutionError(message)
-        _report_once(f"none:{what}", message)
+        guard.report_once(f"none:{what}", message)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -883,7 +831,7 @@ class Trail:
         try:
             return self._flusher.flush(timeout)
         except Exception as exc:
-            _swallow("flush", exc, self.settings.strict)
+            guard.swallow("flush", exc, self.settings.strict)
             return False
 
     def replay_spool(self) -> int:
@@ -895,7 +843,7 @@ class Trail:
         if self._closed:
             return
         self._closed = True
-        _live_trails.discard(self)  # a closed client's strict mode no longer applies
+        guard.live_clients.discard(self)  # a closed client's strict mode no longer applies
         # Each step guarded on its own: a failure to release held records or to publish
         # spans must not keep the writer from flushing what is queued.
         for step in (
@@ -907,7 +855,7 @@ class Trail:
             try:
                 step()
             except Exception as exc:
-                _swallow("close", exc, self.settings.strict)
+                guard.swallow("close", exc, self.settings.strict)
 
     def __enter__(self) -> Trail:
         return self
@@ -915,7 +863,8 @@ class Trail:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
+        """In a forked child: forgets the parent's queue, connections and threads."""
         self._pending_spans = []
         self._sampler.reset_after_fork()
         self._flusher.after_fork_in_child()
@@ -934,7 +883,7 @@ class _ProcessScope:
         try:
             entered = self._trail._enter_process(self._name)
         except Exception as exc:
-            _swallow("process", exc, self._trail.settings.strict)
+            guard.swallow("process", exc, self._trail.settings.strict)
             entered = None
         self._entered.append(entered)
         return entered[1] if entered else None
@@ -947,7 +896,7 @@ class _ProcessScope:
             self._trail._exit_process(entered, exc)
         except Exception as failure:
             # Never replaces the application's own exception, even in strict mode.
-            _swallow("process", failure, self._trail.settings.strict and exc is None)
+            guard.swallow("process", failure, self._trail.settings.strict and exc is None)
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         if inspect.iscoroutinefunction(func):
@@ -976,196 +925,17 @@ def _trace_context(
     if isinstance(target, uuid.UUID):
         return TraceContext(target, None)
     if isinstance(target, str):
-        found = correlation.extract({"traceparent": target})
+        found = propagation.extract({"traceparent": target})
         if found:
             return found
         try:
             return TraceContext(uuid.UUID(target), None)
         except ValueError:
             raise PgtrailError(f"not an execution id or traceparent: {target!r}") from None
-    found = correlation.extract(target)
+    found = propagation.extract(target)
     if found is None:
         raise PgtrailError("no valid traceparent header to join")
     return found
 
 
-def _uuid_or_none(raw: str | None) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(raw) if raw else None
-    except ValueError:
-        return None
-
-
 # -- module-level helpers acting on the current execution ----------------------------------
-
-
-def _current_or_none(helper: str) -> tuple[ExecutionState, Span | None] | None:
-    state, span = correlation.current()
-    if state is None:
-        message = (
-            f"pgtrail: {helper} called outside any execution; open one with "
-            "`with trail.execution(...)` or join one with `with trail.join(...)`"
-        )
-        if any(t.settings.strict for t in _live_trails):
-            raise NoActiveExecutionError(message)
-        _report_once(f"none:{helper}", message)
-        return None
-    return state, span
-
-
-def log_llm_execution(
-    *,
-    agent_type: str | None = None,
-    model: str | None = None,
-    provider: str | None = None,
-    event_type: str = "llm_valid_execution",
-    input_tokens: int | None = None,
-    output_tokens: int | None = None,
-    cached_input_tokens: int | None = None,
-    reasoning_tokens: int | None = None,
-    processing_time_ms: int | None = None,
-    time_to_first_token_ms: int | None = None,
-    input_cost: float | None = None,
-    output_cost: float | None = None,
-    total_cost: float | None = None,
-    prompt: str | None = None,
-    prompt_hash: str | None = None,
-    prompt_version: str | None = None,
-    error: str | None = None,
-    payload: dict[str, Any] | None = None,
-    data: dict[str, Any] | None = None,
-) -> None:
-    """Logs one model call in the current execution and process.
-
-    Give tokens and no cost to have the cost inferred from ``pgtrail_model_price``.
-    ``prompt`` is the prompt body, stored once in ``pgtrail_prompt`` and referenced by hash;
-    ``payload`` takes the request and response bodies; ``data`` goes to particular_data.
-
-    Never raises outside strict mode: text and JSON values are cleaned by the writer (and
-    marked in ``_pgtrail_notes``); NaN or infinite costs are stored as null (strict mode
-    raises); a record with a negative, fractional or over-int4 count, or an ``event_type``
-    that is not an LLM outcome, is refused alone and reported.
-    """
-    try:
-        current = _current_or_none("log_llm_execution")
-        if current is not None:
-            state, span = current
-            # Frozen here rather than in the flusher's submit: the dictionary below then holds
-            # only strings and numbers from the start (see pgtrail.writer.freeze).
-            max_chars = state.trail.settings.max_field_chars
-            data_json = frozen_dict(data, max_chars)
-            payload_json = frozen_dict(payload, max_chars)
-            # Every argument, None included: cheaper than filtering here, and the writer skips
-            # the None values.
-            args = {
-                "agent_type": agent_type,
-                "model": model,
-                "provider": provider,
-                "event_type": event_type,
-                "input_tokens": input_tokens,
-                "output_tokens": output_tokens,
-                "cached_input_tokens": cached_input_tokens,
-                "reasoning_tokens": reasoning_tokens,
-                "processing_time_ms": processing_time_ms,
-                "time_to_first_token_ms": time_to_first_token_ms,
-                "input_cost": input_cost,
-                "output_cost": output_cost,
-                "total_cost": total_cost,
-                "prompt": prompt,
-                "prompt_hash": prompt_hash,
-                "prompt_version": prompt_version,
-                "error": error,
-                "payload": None if payload_json is not None else payload,
-                "data": None if data_json is not None else data,
-                PAYLOAD_JSON: payload_json,
-                DATA_JSON: data_json,
-                # The execution's workflow and feature, added to particular_data by the writer.
-                CONTEXT_MEMBERS: state.llm_members,
-                CONTEXT: state.llm_context if state.llm_members is None else None,
-            }
-            state.trail._log(state, span, LLM, args)
-    except Exception as exc:  # the one guard: never into the caller's application
-        _swallow("log_llm_execution", exc, _strict_now())
-
-
-def log_agent_execution(
-    event: AgentEvent | None = None,
-    *,
-    agent_type: str | None = None,
-    event_type: str | None = None,
-    duration_ms: int | float | None = None,
-    data: dict[str, Any] | None = None,
-) -> None:
-    """Logs what an agent decided: a typed event model, or ``event_type`` with ``data``.
-
-    Never raises outside strict mode: bad values are cleaned by the writer (and marked in
-    ``_pgtrail_notes``), or the record is refused alone and reported.
-
-    Args:
-        event: A typed agent event (:class:`~pgtrail.AgentDecision`, :class:`~pgtrail.ToolCall`
-            ...), or None.
-        agent_type: Which agent, e.g. ``"coaching"``.
-        event_type: The row's event type; by default the event model's, else
-            ``"agent_event"``. NUL and lone surrogates are cleaned.
-        duration_ms: How long the agent took, in milliseconds (a float is rounded; NaN and
-            infinities are dropped, strict mode raises).
-        data: More fields for ``particular_data``; a non-dict is stored as ``{"value": ...}``.
-    """
-    try:
-        current = _current_or_none("log_agent_execution")
-        if current is None:
-            return
-        args: dict[str, Any] = {"agent_type": agent_type}
-        if event is not None:
-            args["event"] = event
-        if event_type is not None:
-            args["event_type"] = event_type
-        elif event is None:
-            args["event_type"] = "agent_event"
-        if duration_ms is not None:
-            args["duration_ms"] = duration_ms
-        if data is not None:
-            args["data"] = data
-        state, span = current
-        state.trail._log(state, span, AGENT, args)
-    except Exception as exc:  # the one guard: never into the caller's application
-        _swallow("log_agent_execution", exc, _strict_now())
-
-
-def log_user_journey(event_type: str, data: dict[str, Any] | None = None) -> None:
-    """Logs one user-journey event (message, state transition, feedback...).
-
-    Never raises outside strict mode: bad values are cleaned by the writer (and marked in
-    ``_pgtrail_notes``), or the record is refused alone and reported.
-
-    Args:
-        event_type: What happened, e.g. ``"user_message_received"``; NUL and lone surrogates
-            are cleaned, an empty one refuses the record.
-        data: The event's facts for ``particular_data``; None is ``{}``, a non-dict is
-            stored as ``{"value": ...}``.
-    """
-    try:
-        current = _current_or_none("log_user_journey")
-        if current is not None:
-            state, span = current
-            # `is None`, not `or`: the truth value of an array-like raises.
-            args = {"event_type": event_type, "data": {} if data is None else data}
-            state.trail._log(state, span, JOURNEY, args)
-    except Exception as exc:  # the one guard: never into the caller's application
-        _swallow("log_user_journey", exc, _strict_now())
-
-
-def _close_all() -> None:
-    for trail in list(_live_trails):
-        with contextlib.suppress(Exception):
-            trail.close()
-
-
-def _after_fork_in_child() -> None:
-    for trail in list(_live_trails):
-        trail._after_fork_in_child()
-
-
-atexit.register(_close_all)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

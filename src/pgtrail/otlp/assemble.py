@@ -30,29 +30,30 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple
 
 import orjson
-import redis
 
-from pgtrail.correlation import TTL_S, ExecutionState, Span
+from pgtrail.context import ExecutionState, Span
 from pgtrail.errors import AssemblyUnavailableError, PgtrailError
+from pgtrail.executions import execution_record
 from pgtrail.otlp.mapping import (
     MappingOptions,
     identity_attributes,
     inherit_agents,
     map_span,
-    redact_span,
 )
+from pgtrail.otlp.redaction import redact_span
 from pgtrail.otlp.spans import (
     STATUS_ERROR,
     MappedSpan,
     OtlpSpan,
     SpanEvent,
 )
+from pgtrail.shared_state import HeldTrace, TraceBuffer
 from pgtrail.tables import LLM
 from pgtrail.trail import Trail
-from pgtrail.writer.freeze import CONTEXT
+from pgtrail.writer.record import QueuedRecord
 from pgtrail.writer.redact import Redactor
 
 log = logging.getLogger("pgtrail")
@@ -66,30 +67,6 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 Mapper = Callable[[OtlpSpan], MappedSpan]
 
-# Stores a trace's spans unless it was finalised already; then returns its final marker.
-# KEYS: spans hash, final marker, open zset, due zset.
-# ARGV: trace id, now, ttl, due time or "", then span id / span pairs.
-_ACCEPT = """
-local final = redis.call('get', KEYS[2])
-if final then return final end
-for i = 5, #ARGV, 2 do redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('expire', KEYS[1], ARGV[3])
-redis.call('zadd', KEYS[3], ARGV[2], ARGV[1])
-if ARGV[4] ~= '' then redis.call('zadd', KEYS[4], ARGV[4], ARGV[1]) end
-return false
-"""
-
-# Claims a trace for finalising (exactly one caller wins) and takes its spans.
-# KEYS as above; ARGV: trace id, ttl.
-_CLAIM = """
-redis.call('zrem', KEYS[3], ARGV[1])
-redis.call('zrem', KEYS[4], ARGV[1])
-if not redis.call('set', KEYS[2], '{}', 'NX', 'EX', ARGV[2]) then return false end
-local spans = redis.call('hvals', KEYS[1])
-redis.call('del', KEYS[1])
-return spans
-"""
-
 
 @dataclass(frozen=True)
 class Finalised:
@@ -99,6 +76,14 @@ class Finalised:
     status: str
     spans: int
     records: int
+
+
+class Ids(NamedTuple):
+    """Whose a trace's records are."""
+
+    tenant_id: str
+    user_id: str | None
+    session_id: str | None
 
 
 class TraceAssembler:
@@ -128,31 +113,16 @@ class TraceAssembler:
             )
         self.trail = trail
         self.grace_s = grace_s
-        options = options or MappingOptions.from_env()
+        options = options or MappingOptions.from_settings(settings)
         self._mapper = mapper or functools.partial(map_span, options=options)
         # With redaction on, spans are redacted before Redis holds them (their identity
         # attributes aside), not only once they become rows.
         self._redaction = (Redactor(), identity_attributes(options)) if settings.redact else None
-        self._prefix = f"{settings.redis_prefix}otlp:"
-        self._redis = redis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=2.0, socket_timeout=10.0
-        )
-        self._accept = self._redis.register_script(_ACCEPT)
-        self._claim = self._redis.register_script(_CLAIM)
+        self._buffer = TraceBuffer(settings.redis_url, settings.redis_prefix)
         # One finalising round at a time in this process: a round claims traces before it
         # enqueues their records, so a call that ran alongside one (a flush, say) could
         # return while what the other claimed is not yet in the writer's queue.
         self._finalising = threading.Lock()
-
-    # -- keys ------------------------------------------------------------------------------
-
-    def _keys(self, trace_id: str) -> list[str]:
-        return [
-            f"{self._prefix}t:{trace_id}:spans",
-            f"{self._prefix}t:{trace_id}:final",
-            f"{self._prefix}open",
-            f"{self._prefix}due",
-        ]
 
     # -- intake ------------------------------------------------------------------------------
 
@@ -173,17 +143,17 @@ class TraceAssembler:
         if not by_trace:
             return 0
         now = time.time()
-        try:
-            pipe = self._redis.pipeline(transaction=False)
-            for trace_id, group in by_trace.items():
-                has_root = any(s.parent_span_id is None for s in group)
-                args: list[Any] = [trace_id, now, TTL_S, now + self.grace_s if has_root else ""]
-                for span in group:
-                    args += [span.span_id, _dump_span(span)]
-                self._accept(keys=self._keys(trace_id), args=args, client=pipe)
-            results = pipe.execute()
-        except (redis.RedisError, OSError) as exc:
-            raise AssemblyUnavailableError(f"Redis unavailable: {exc}") from exc
+        results = self._buffer.hold(
+            [
+                HeldTrace(
+                    trace_id,
+                    now + self.grace_s if any(s.parent_span_id is None for s in group) else None,
+                    [(span.span_id, _dump_span(span)) for span in group],
+                )
+                for trace_id, group in by_trace.items()
+            ],
+            now,
+        )
         held = 0
         for (trace_id, group), final in zip(by_trace.items(), results, strict=True):
             if final is None:
@@ -201,43 +171,35 @@ class TraceAssembler:
         every trace due is in the writer's queue when this returns.
         """
         moment = time.time() if now is None else now
-        return self._finalise_scored(f"{self._prefix}due", moment)
+        return self._finalise_scored(True, moment)
 
     def finalise_idle(self, idle_s: float) -> list[Finalised]:
         """Finalises traces with no new span for ``idle_s`` seconds (root or not)."""
-        return self._finalise_scored(f"{self._prefix}open", time.time() - idle_s)
+        return self._finalise_scored(False, time.time() - idle_s)
 
     def finalise_rooted(self) -> list[Finalised]:
         """Finalises every trace whose root has arrived, grace or not (at shutdown)."""
-        return self._finalise_scored(f"{self._prefix}due", float("inf"))
+        return self._finalise_scored(True, float("inf"))
 
-    def _finalise_scored(self, key: str, max_score: float) -> list[Finalised]:
+    def _finalise_scored(self, due: bool, max_score: float) -> list[Finalised]:
         with self._finalising:
-            return self._finalise_scored_now(key, max_score)
+            return self._finalise_scored_now(due, max_score)
 
-    def _finalise_scored_now(self, key: str, max_score: float) -> list[Finalised]:
+    def _finalise_scored_now(self, due: bool, max_score: float) -> list[Finalised]:
         done: list[Finalised] = []
         while True:
             try:
-                ids = cast(
-                    "list[bytes]",
-                    self._redis.zrangebyscore(key, "-inf", max_score, start=0, num=_BATCH),
-                )
+                ids = self._buffer.ready(due=due, max_score=max_score, limit=_BATCH)
                 if not ids:
                     return done
-                pipe = self._redis.pipeline(transaction=False)
-                for raw in ids:
-                    trace_id = raw.decode()
-                    self._claim(keys=self._keys(trace_id), args=[trace_id, TTL_S], client=pipe)
-                claimed = pipe.execute()
-            except (redis.RedisError, OSError) as exc:
+                claimed = self._buffer.claim(ids)
+            except AssemblyUnavailableError as exc:
                 log.warning("pgtrail: cannot finalise OpenTelemetry traces now: %s", exc)
                 return done
             markers: dict[str, str] = {}
-            for raw, span_blobs in zip(ids, claimed, strict=True):
+            for trace_id, span_blobs in zip(ids, claimed, strict=True):
                 if not span_blobs:
                     continue  # another finaliser won, or nothing was held
-                trace_id = raw.decode()
                 try:
                     spans = [_load_span(blob) for blob in span_blobs]
                     finalised, marker = self._finalise(trace_id, spans)
@@ -252,14 +214,9 @@ class TraceAssembler:
 
     def _write_markers(self, markers: dict[str, str]) -> None:
         """Remembers each finalised trace's ids, for the spans that arrive late."""
-        if not markers:
-            return
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            for trace_id, marker in markers.items():
-                pipe.set(self._keys(trace_id)[1], marker, xx=True, keepttl=True)
-            pipe.execute()
-        except (redis.RedisError, OSError) as exc:
+            self._buffer.mark_final(markers)
+        except AssemblyUnavailableError as exc:
             log.warning("pgtrail: could not record finalised traces: %s", exc)
 
     def _finalise(self, trace_id: str, spans: list[OtlpSpan]) -> tuple[Finalised, str]:
@@ -289,10 +246,10 @@ class TraceAssembler:
         for m in speakers:
             for key, value in m.context.items():
                 context.setdefault(key, value)
-        records = self._records(execution_id, ordered, mapped, tenant_id, user_id, session_id)
         llm_context = {"workflow": workflow, "feature": context.get("feature")}
-        for _, _, args in (r for r in records if r[0] == LLM):
-            args[CONTEXT] = llm_context
+        records = self._records(
+            execution_id, ordered, mapped, Ids(tenant_id, user_id, session_id), llm_context
+        )
         processes = [_process(s, mapped[s.span_id], levels[s.span_id]) for s in ordered]
         started = _time(anchor.start_unix_nano)
         if root is not None:
@@ -327,7 +284,7 @@ class TraceAssembler:
             sampler.route(execution_id, item)
         sampling = sampler.end(execution_id, error=status == "error")
         self.trail.enqueue_execution(
-            state, processes, status, error, max(finalized, started), sampling
+            execution_record(state, processes, status, error, max(finalized, started), sampling)
         )
         marker = json.dumps(
             {
@@ -345,45 +302,45 @@ class TraceAssembler:
         execution_id: uuid.UUID,
         spans: Iterable[OtlpSpan],
         mapped: dict[str, MappedSpan],
-        tenant_id: str,
-        user_id: str | None,
-        session_id: str | None,
-    ) -> list[tuple[str, Any, dict[str, Any]]]:
-        items: list[tuple[str, Any, dict[str, Any]]] = []
+        ids: Ids,
+        llm_context: dict[str, Any],
+    ) -> list[QueuedRecord]:
+        """The queued records of ``spans``, under the trace's ids; model calls carry the
+        execution's workflow and feature."""
+        items: list[QueuedRecord] = []
         for span in spans:
             for index, record in enumerate(mapped[span.span_id].records):
                 created = _aware(record.created_at)
-                stamp = (
-                    record_event_id(span.trace_id, span.span_id, index, created),
-                    execution_id,
-                    created,
-                    tenant_id,
-                    user_id,
-                    session_id,
-                    span.span_id,
+                items.append(
+                    QueuedRecord(
+                        record.table,
+                        record_event_id(span.trace_id, span.span_id, index, created),
+                        execution_id,
+                        created,
+                        ids.tenant_id,
+                        ids.user_id,
+                        ids.session_id,
+                        span.span_id,
+                        dict(record.args),
+                        context=llm_context if record.table == LLM else None,
+                    )
                 )
-                items.append((record.table, stamp, dict(record.args)))
         return items
 
     def _enqueue_late(self, trace_id: str, spans: list[OtlpSpan], marker: dict[str, Any]) -> None:
         """Spans of a trace finalised already: their records, under the trace's ids."""
         mapped = self._map_trace(spans)
         execution_id = uuid.UUID(hex=trace_id)
-        records = self._records(
-            execution_id,
-            spans,
-            mapped,
+        ids = Ids(
             marker.get("tenant_id") or _first(m.tenant_id for m in mapped.values()) or "default",
             marker.get("user_id") or _first(m.user_id for m in mapped.values()),
             marker.get("session_id") or _first(m.session_id for m in mapped.values()),
         )
         llm_context = {"workflow": marker.get("workflow"), "feature": marker.get("feature")}
-        for table, stamp, args in records:
-            if table == LLM:
-                args[CONTEXT] = llm_context
+        for record in self._records(execution_id, spans, mapped, ids, llm_context):
             # Through the sampler, like every record: a late span of a sampled-out trace
             # follows its decision while this process still remembers it.
-            self.trail.sampler.route(execution_id, (table, stamp, args))
+            self.trail.sampler.route(execution_id, record)
         log.info(
             "pgtrail: %d span(s) of trace %s arrived after it was finalised; their records "
             "are stored, the execution's process list is not amended",
@@ -408,7 +365,7 @@ class TraceAssembler:
 
     def close(self) -> None:
         """Closes the Redis connection."""
-        self._redis.close()
+        self._buffer.close()
 
 
 class Finaliser:

@@ -21,43 +21,9 @@ from pgtrail import db
 from pgtrail.config import Settings
 from pgtrail.errors import NotFoundError
 from pgtrail.read import reports, sandbox
-from pgtrail.read.trace import AgentEvent, JourneyEvent, event_dict
+from pgtrail.read.trace import TracedAgentEvent, TracedJourneyEvent, event_dict
+from pgtrail.statements import STATEMENTS
 from pgtrail.writer.redact import PSEUDONYM, hash_user_id
-
-_EXECUTIONS_SQL = """
-SELECT execution_id, created_at, workflow, status, error, session_id, duration_ms
-FROM logs_execution
-WHERE user_id = %(user)s AND created_at >= %(since)s AND created_at < %(until)s
-  AND event_type <> 'execution_joined'
-ORDER BY created_at, event_id
-"""
-_EXECUTIONS_BY_ID_SQL = """
-SELECT execution_id, created_at, workflow, status, error, session_id, duration_ms
-FROM logs_execution
-WHERE execution_id = ANY(%(ids)s) AND event_type <> 'execution_joined'
-"""
-_JOURNEY_SQL = """
-SELECT created_at, execution_id, session_id, span_id, event_type, particular_data
-FROM logs_user_journey
-WHERE user_id = %(user)s AND created_at >= %(since)s AND created_at < %(until)s
-ORDER BY created_at, event_id
-"""
-_LLM_SQL = """
-SELECT execution_id,
-       count(*)                                                    AS calls,
-       count(*) FILTER (WHERE event_type <> 'llm_valid_execution') AS failed,
-       count(*) FILTER (WHERE total_cost IS NULL)                  AS unpriced,
-       coalesce(sum(total_cost), 0)                                AS cost
-FROM logs_llm_execution
-WHERE execution_id = ANY(%(ids)s)
-GROUP BY execution_id
-"""
-_HANDOFF_SQL = """
-SELECT created_at, execution_id, span_id, event_type, agent_type, particular_data
-FROM logs_agent_execution
-WHERE execution_id = ANY(%(ids)s) AND event_type = 'handoff'
-ORDER BY created_at, event_id
-"""
 
 
 @dataclass
@@ -79,12 +45,12 @@ class JourneyExecution:
     failed_llm_calls: int = 0
     unpriced_llm_calls: int = 0
     cost: Decimal = Decimal(0)
-    events: list[JourneyEvent | AgentEvent] = field(default_factory=list)
+    events: list[TracedJourneyEvent | TracedAgentEvent] = field(default_factory=list)
 
     @property
-    def handoffs(self) -> list[AgentEvent]:
+    def handoffs(self) -> list[TracedAgentEvent]:
         """The agent handoffs made during this execution."""
-        return [e for e in self.events if isinstance(e, AgentEvent)]
+        return [e for e in self.events if isinstance(e, TracedAgentEvent)]
 
 
 @dataclass
@@ -125,14 +91,14 @@ class Session:
             1
             for x in self.executions
             for e in x.events
-            if isinstance(e, JourneyEvent) and e.event_type == "user_message_received"
+            if isinstance(e, TracedJourneyEvent) and e.event_type == "user_message_received"
         )
 
     @property
     def abandoned(self) -> bool:
         """A ``session_abandoned`` event was logged, or an execution ended abandoned."""
         return any(x.status == "abandoned" for x in self.executions) or any(
-            isinstance(e, JourneyEvent) and e.event_type == "session_abandoned"
+            isinstance(e, TracedJourneyEvent) and e.event_type == "session_abandoned"
             for x in self.executions
             for e in x.events
         )
@@ -235,15 +201,25 @@ def load_journey(
     with db.connect(settings) as conn:
         try:
             with sandbox.read_session(conn, limit, tenant=tenant) as session:
-                rows = session.query(_EXECUTIONS_SQL, window).dicts()
-                journey_rows = session.query(_JOURNEY_SQL, window).dicts()
+                rows = session.query(STATEMENTS["journey_executions"], window).dicts()
+                journey_rows = session.query(STATEMENTS["journey_events"], window).dicts()
                 known = {r["execution_id"] for r in rows}
                 missing = sorted({r["execution_id"] for r in journey_rows} - known)
                 if missing:
-                    rows += session.query(_EXECUTIONS_BY_ID_SQL, {"ids": missing}).dicts()
+                    rows += session.query(
+                        STATEMENTS["journey_executions_by_id"], {"ids": missing}
+                    ).dicts()
                 ids = sorted(known | set(missing))
-                llm = session.query(_LLM_SQL, {"ids": ids}).dicts() if ids else []
-                handoffs = session.query(_HANDOFF_SQL, {"ids": ids}).dicts() if ids else []
+                llm = (
+                    session.query(STATEMENTS["journey_llm_totals"], {"ids": ids}).dicts()
+                    if ids
+                    else []
+                )
+                handoffs = (
+                    session.query(STATEMENTS["journey_handoffs"], {"ids": ids}).dicts()
+                    if ids
+                    else []
+                )
         except psycopg.Error as exc:
             raise reports.query_failure(f"journey of user {user_id}", exc, limit) from exc
     if not rows and not journey_rows:
@@ -290,7 +266,7 @@ def _executions(
             )
             by_id[row["execution_id"]] = execution
         execution.events.append(
-            JourneyEvent(
+            TracedJourneyEvent(
                 created_at=row["created_at"],
                 span_id=row["span_id"],
                 event_type=row["event_type"],
@@ -303,7 +279,7 @@ def _executions(
         execution = by_id.get(row["execution_id"])
         if execution is not None:
             execution.events.append(
-                AgentEvent(
+                TracedAgentEvent(
                     created_at=row["created_at"],
                     span_id=row["span_id"],
                     event_type=row["event_type"],

@@ -24,7 +24,14 @@ from rich.text import Text
 from rich.tree import Tree
 
 from pgtrail.read.journey import Journey, JourneyExecution, Session
-from pgtrail.read.trace import AgentEvent, Event, JourneyEvent, LlmCall, ProcessNode, Trace
+from pgtrail.read.trace import (
+    Event,
+    ProcessNode,
+    Trace,
+    TracedAgentEvent,
+    TracedJourneyEvent,
+    TracedLlmCall,
+)
 
 TABLE_FORMATS = ("table", "csv", "json", "md")
 """Output formats of ``pgtrail report run`` and ``pgtrail sql``."""
@@ -322,7 +329,7 @@ def key_fields(data: Mapping[str, Any], *, skip: Sequence[str] = ()) -> str:
     return " ".join(shown)
 
 
-def _tokens(call: LlmCall) -> str:
+def _tokens(call: TracedLlmCall) -> str:
     if call.input_tokens is None and call.output_tokens is None:
         return ""
     text = f"{call.input_tokens or 0:,} in / {call.output_tokens or 0:,} out tok"
@@ -331,7 +338,7 @@ def _tokens(call: LlmCall) -> str:
     return text
 
 
-def _llm_line(call: LlmCall) -> Text:
+def _llm_line(call: TracedLlmCall) -> Text:
     outcome = "ok" if call.outcome == "llm_valid_execution" else call.outcome.removeprefix("llm_")
     model = call.model or "unknown model"
     who = f"{model} ({call.agent_type})" if call.agent_type else model
@@ -346,7 +353,7 @@ def _llm_line(call: LlmCall) -> Text:
     )
 
 
-def _agent_detail(event: AgentEvent) -> str:
+def _agent_detail(event: TracedAgentEvent) -> str:
     data = event.data
     if event.event_type == "handoff":
         reason = f" ({_short(data['reason'])})" if data.get("reason") else ""
@@ -360,7 +367,7 @@ def _agent_detail(event: AgentEvent) -> str:
     return key_fields(data, skip=("event_duration_ms",))
 
 
-def _agent_line(event: AgentEvent) -> Text:
+def _agent_line(event: TracedAgentEvent) -> Text:
     who = f" ({event.agent_type})" if event.agent_type else ""
     return _join(
         Text.assemble(("agent ", "bold magenta"), f"{event.event_type}{who}"),
@@ -369,7 +376,7 @@ def _agent_line(event: AgentEvent) -> Text:
     )
 
 
-def _journey_line(event: JourneyEvent) -> Text:
+def _journey_line(event: TracedJourneyEvent) -> Text:
     return _join(
         Text.assemble(("journey ", "bold green"), event.event_type), key_fields(event.data)
     )
@@ -377,9 +384,9 @@ def _journey_line(event: JourneyEvent) -> Text:
 
 def event_line(event: Event) -> Text:
     """One event on one line, prefixed by its UTC time of day."""
-    if isinstance(event, LlmCall):
+    if isinstance(event, TracedLlmCall):
         body = _llm_line(event)
-    elif isinstance(event, AgentEvent):
+    elif isinstance(event, TracedAgentEvent):
         body = _agent_line(event)
     else:
         body = _journey_line(event)

@@ -19,15 +19,17 @@ import psycopg
 
 from pgtrail import db
 from pgtrail.config import Settings
-from pgtrail.correlation import RedisState, json_dict
 from pgtrail.errors import NotFoundError
+from pgtrail.executions import json_dict
 from pgtrail.read import reports, sandbox
+from pgtrail.shared_state import RedisState
+from pgtrail.statements import STATEMENTS
 
 EventKind = Literal["llm", "agent", "journey"]
 
 
 @dataclass(frozen=True)
-class LlmCall:
+class TracedLlmCall:
     """One model call: what it cost and how it went (``outcome`` is its event type)."""
 
     created_at: dt.datetime
@@ -54,7 +56,7 @@ class LlmCall:
 
 
 @dataclass(frozen=True)
-class AgentEvent:
+class TracedAgentEvent:
     """One thing an agent did or decided (decision, tool call, handoff...)."""
 
     created_at: dt.datetime
@@ -73,7 +75,7 @@ class AgentEvent:
 
 
 @dataclass(frozen=True)
-class JourneyEvent:
+class TracedJourneyEvent:
     """One user-journey event (message, state transition, feedback...)."""
 
     created_at: dt.datetime
@@ -85,7 +87,7 @@ class JourneyEvent:
     kind: EventKind = "journey"
 
 
-Event = LlmCall | AgentEvent | JourneyEvent
+Event = TracedLlmCall | TracedAgentEvent | TracedJourneyEvent
 
 
 @dataclass
@@ -158,37 +160,6 @@ class Trace:
 
 # --------------------------------------------------------------------------- loading
 
-_EXECUTION_SQL = """
-SELECT workflow, status, error, tenant_id, user_id, session_id, span_id, parent_execution_id,
-       created_at, finalized_at, duration_ms, processes_executed, context
-FROM logs_execution
-WHERE execution_id = %(id)s
-ORDER BY finalized_at DESC NULLS LAST, created_at DESC
-LIMIT 100
-"""
-_LLM_SQL = """
-SELECT created_at, span_id, event_type, agent_type, provider, model_target, prompt_version,
-       input_tokens, output_tokens, cached_input_tokens, reasoning_tokens,
-       processing_time_ms, time_to_first_token_ms, total_cost, error,
-       tenant_id, user_id, session_id
-FROM logs_llm_execution
-WHERE execution_id = %(id)s
-ORDER BY created_at, event_id
-"""
-_AGENT_SQL = """
-SELECT created_at, span_id, event_type, agent_type, particular_data,
-       tenant_id, user_id, session_id
-FROM logs_agent_execution
-WHERE execution_id = %(id)s
-ORDER BY created_at, event_id
-"""
-_JOURNEY_SQL = """
-SELECT created_at, span_id, event_type, particular_data, tenant_id, user_id, session_id
-FROM logs_user_journey
-WHERE execution_id = %(id)s
-ORDER BY created_at, event_id
-"""
-
 
 def parse_execution_id(text: str) -> uuid.UUID:
     """The execution id in ``text``; a clear error when it is not a UUID."""
@@ -220,10 +191,10 @@ def load_trace(
     with db.connect(settings) as conn:
         try:
             with sandbox.read_session(conn, limit, tenant=tenant) as session:
-                executions = session.query(_EXECUTION_SQL, params).dicts()
-                llm = session.query(_LLM_SQL, params).dicts()
-                agent = session.query(_AGENT_SQL, params).dicts()
-                journey = session.query(_JOURNEY_SQL, params).dicts()
+                executions = session.query(STATEMENTS["trace_execution"], params).dicts()
+                llm = session.query(STATEMENTS["trace_llm_calls"], params).dicts()
+                agent = session.query(STATEMENTS["trace_agent_events"], params).dicts()
+                journey = session.query(STATEMENTS["trace_journey_events"], params).dicts()
             execution = _with_joined_steps(executions)
         except psycopg.Error as exc:
             raise reports.query_failure(f"trace of {execution_id}", exc, limit) from exc
@@ -263,8 +234,8 @@ def _with_joined_steps(executions: list[dict[str, Any]]) -> dict[str, Any] | Non
     return {**first, "processes_executed": steps}
 
 
-def _llm_call(row: dict[str, Any]) -> LlmCall:
-    return LlmCall(
+def _llm_call(row: dict[str, Any]) -> TracedLlmCall:
+    return TracedLlmCall(
         created_at=row["created_at"],
         span_id=row["span_id"],
         outcome=row["event_type"],
@@ -283,8 +254,8 @@ def _llm_call(row: dict[str, Any]) -> LlmCall:
     )
 
 
-def _agent_event(row: dict[str, Any]) -> AgentEvent:
-    return AgentEvent(
+def _agent_event(row: dict[str, Any]) -> TracedAgentEvent:
+    return TracedAgentEvent(
         created_at=row["created_at"],
         span_id=row["span_id"],
         event_type=row["event_type"],
@@ -294,8 +265,8 @@ def _agent_event(row: dict[str, Any]) -> AgentEvent:
     )
 
 
-def _journey_event(row: dict[str, Any]) -> JourneyEvent:
-    return JourneyEvent(
+def _journey_event(row: dict[str, Any]) -> TracedJourneyEvent:
+    return TracedJourneyEvent(
         created_at=row["created_at"],
         span_id=row["span_id"],
         event_type=row["event_type"],
@@ -494,7 +465,7 @@ def _fix_levels(node: ProcessNode, level: int) -> None:
 
 
 def _roll_up(node: ProcessNode) -> None:
-    calls = [e for e in node.events if isinstance(e, LlmCall)]
+    calls = [e for e in node.events if isinstance(e, TracedLlmCall)]
     node.llm_calls = len(calls)
     node.cost = sum((c.cost for c in calls if c.cost is not None), Decimal(0))
     node.unpriced_calls = sum(1 for c in calls if c.cost is None)
@@ -513,10 +484,10 @@ def _roll_up(node: ProcessNode) -> None:
 def event_dict(event: Event) -> dict[str, Any]:
     """An event as a JSON-ready dictionary, its ``kind`` first."""
     values = {k: v for k, v in vars(event).items() if k != "kind"}
-    if isinstance(event, AgentEvent):
+    if isinstance(event, TracedAgentEvent):
         values.pop("execution_id", None)
         values["duration_ms"] = event.duration_ms
-    if isinstance(event, JourneyEvent):
+    if isinstance(event, TracedJourneyEvent):
         values.pop("execution_id", None)
         values.pop("session_id", None)
     return {"kind": event.kind, **values}

@@ -15,6 +15,7 @@ enqueued is the parent's to write.
 from __future__ import annotations
 
 import collections
+import enum
 import logging
 import queue
 import threading
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 
@@ -30,7 +32,8 @@ from pgtrail.errors import PgtrailError, SinkUnavailableError, SpoolDamagedError
 from pgtrail.tables import COLUMNS, PROMPT
 from pgtrail.writer import copytext
 from pgtrail.writer.freeze import freeze
-from pgtrail.writer.records import Item, RecordPreparer, Rejected
+from pgtrail.writer.prepare import RecordPreparer, Rejected
+from pgtrail.writer.record import QueuedRecord
 from pgtrail.writer.sink import Sink
 from pgtrail.writer.spool import Batch, Spool
 
@@ -40,11 +43,28 @@ _RETRY_MIN_S = 0.5
 _RETRY_MAX_S = 30.0
 _OUTBOX_BATCHES = 2
 _MERGED_ROWS_MAX = 20_000
-_REPLAY = "replay"
-_STOP = "stop"
 
-_Job = tuple[Batch, int] | str
-"""A prepared batch and its row count, or an order for the writer thread."""
+
+class PreparedBatch(NamedTuple):
+    """A batch ready for ``COPY``, handed to the writer thread."""
+
+    batch: Batch
+    """Its rows, by table."""
+    rows: int
+    """How many rows it holds in all."""
+
+
+class Order(enum.Enum):
+    """What else the writer thread is asked to do, in turn with the batches."""
+
+    REPLAY = "replay"
+    """Replay the spool."""
+    STOP = "stop"
+    """Finish: nothing is queued behind it."""
+
+
+Job = PreparedBatch | Order
+"""One item of the writer thread's queue."""
 
 
 @dataclass
@@ -122,7 +142,7 @@ class Flusher:
         self._reset_state()
 
     def _reset_state(self) -> None:
-        self.queue: collections.deque[Item] = collections.deque()
+        self.queue: collections.deque[QueuedRecord] = collections.deque()
         self._wake = threading.Event()
         self._idle = threading.Condition()  # notified when a drain or a write ends
         self._busy = False
@@ -131,7 +151,7 @@ class Flusher:
         self._lock = threading.Lock()  # one batch at a time, whoever flushes
         self._thread: threading.Thread | None = None
         self._writer: threading.Thread | None = None
-        self._outbox: queue.Queue[_Job] = queue.Queue(maxsize=_OUTBOX_BATCHES)
+        self._outbox: queue.Queue[Job] = queue.Queue(maxsize=_OUTBOX_BATCHES)
         self._replay_queued = False
         self._stopping = False
         self._db_down_until = 0.0
@@ -139,13 +159,14 @@ class Flusher:
 
     # -- the caller's side ------------------------------------------------------------
 
-    def submit(self, item: Item) -> None:
-        """Enqueues one record; never waits on the network."""
+    def submit(self, item: QueuedRecord) -> None:
+        """Enqueues one record; never waits on the network.
+
+        Args:
+            item: The record; its dictionaries are serialised here when they are clean.
+        """
         try:
-            table, stamp, args = item
-            frozen = freeze(table, args, self.settings.max_field_chars)
-            if frozen is not args:
-                item = (table, stamp, frozen)
+            item = freeze(item, self.settings.max_field_chars)
         except Exception:  # left as it is: the writer cleans it and says why
             log.debug("pgtrail: a record could not be frozen", exc_info=True)
         queue = self.queue
@@ -195,9 +216,9 @@ class Flusher:
             except Exception:  # the thread must outlive any surprise
                 log.exception("pgtrail: flusher error")
 
-    def _take(self, limit: int) -> list[Item]:
+    def _take(self, limit: int) -> list[QueuedRecord]:
         queue = self.queue
-        items: list[Item] = []
+        items: list[QueuedRecord] = []
         try:
             while len(items) < limit:
                 items.append(queue.popleft())
@@ -222,14 +243,14 @@ class Flusher:
                         self.replay_spool()
                     elif not self._replay_queued:
                         self._replay_queued = True
-                        self._outbox.put(_REPLAY)
+                        self._outbox.put(Order.REPLAY)
             finally:
                 self._busy = False
                 with self._idle:
                     self._drained = self._drains
                     self._idle.notify_all()
 
-    def _prepare_batch(self, items: list[Item]) -> None:
+    def _prepare_batch(self, items: list[QueuedRecord]) -> None:
         """Prepares one batch and hands it to the writer thread (or writes it, without one)."""
         if not items:
             return
@@ -250,7 +271,7 @@ class Flusher:
         if not db_up:
             self._to_spool(batch, rows)
         elif self._writer is not None:
-            self._outbox.put((batch, rows))  # waits while two batches are ahead of it
+            self._outbox.put(PreparedBatch(batch, rows))  # waits while two batches are ahead of it
         else:
             self._store(batch, rows)
 
@@ -260,38 +281,38 @@ class Flusher:
         Batches that wait are written together, in one transaction: the round trips of a
         write are paid once for all of them.
         """
-        held: _Job | None = None
+        held: Job | None = None
         while True:
             job = held if held is not None else self._outbox.get()
             held = None
             taken = 1
             try:
-                if job == _STOP:
+                if job is Order.STOP:
                     return
-                if job == _REPLAY:
+                if job is Order.REPLAY:
                     self._replay_queued = False
                     self.replay_spool()
-                elif isinstance(job, tuple):
-                    batch, rows = job
+                else:
+                    batch, rows = job.batch, job.rows
                     while rows < _MERGED_ROWS_MAX and held is None:
                         try:
                             more = self._outbox.get_nowait()
                         except queue.Empty:
                             break
-                        if isinstance(more, tuple):
-                            batch, rows = _merged(batch, more[0]), rows + more[1]
+                        if isinstance(more, PreparedBatch):
+                            batch, rows = _merged(batch, more.batch), rows + more.rows
                             taken += 1
                         else:
                             held = more  # an order: carried out after this write
-                    job = (batch, rows)
+                    job = PreparedBatch(batch, rows)
                     self._store(batch, rows)
             except Exception:  # the thread must outlive any surprise; the batch is kept
                 log.exception("pgtrail: writer error")
-                if isinstance(job, tuple):
+                if isinstance(job, PreparedBatch):
                     try:
-                        self._to_spool(*job)
+                        self._to_spool(job.batch, job.rows)
                     except Exception:
-                        log.exception("pgtrail: a batch of %d rows could not be spooled", job[1])
+                        log.exception("pgtrail: a batch of %d rows could not be spooled", job.rows)
             finally:
                 for _ in range(taken):
                     self._outbox.task_done()
@@ -476,7 +497,7 @@ class Flusher:
             self._thread.join(timeout)
         if self._writer is not None:
             try:
-                self._outbox.put(_STOP, timeout=timeout)
+                self._outbox.put(Order.STOP, timeout=timeout)
             except queue.Full:
                 log.warning("pgtrail: the writer thread is still busy; closing without it")
             else:

@@ -21,15 +21,7 @@ from pydantic import BaseModel
 
 from pgtrail.models import AgentEvent
 from pgtrail.tables import AGENT, JOURNEY, LLM
-
-DATA_JSON = "_data_json"
-"""Key of the frozen ``data`` (a JSON object); ``data`` is then None."""
-PAYLOAD_JSON = "_payload_json"
-"""Key of the frozen ``payload`` (a JSON object); ``payload`` is then None."""
-CONTEXT_MEMBERS = "_context_members"
-"""Key of an LLM record's execution context, as JSON object members (no braces)."""
-CONTEXT = "_context"
-"""Key of an LLM record's execution context as a dictionary (when it could not be frozen)."""
+from pgtrail.writer.record import QueuedRecord
 
 # Rejects NaN and infinities in one C call, where orjson would silently write null.
 _NAN_CHECK = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -115,38 +107,44 @@ def _field_names(model: type[BaseModel]) -> tuple[tuple[str, str], ...] | None:
     return names
 
 
-def freeze(table: str, args: dict[str, Any], max_chars: int) -> dict[str, Any]:
-    """A record's arguments with its clean dictionaries (and agent event model) as JSON.
+def freeze(record: QueuedRecord, max_chars: int) -> QueuedRecord:
+    """``record`` with its clean dictionaries (and agent event model) serialised as JSON.
 
-    The result is a new dictionary that the garbage collector never tracks when everything
-    in it is a string or a number; ``args`` itself when nothing could be frozen.
+    Args:
+        record: The record as enqueued.
+        max_chars: The longest text a value may hold to be frozen (``max_field_chars``).
+
+    Returns:
+        A new record whose arguments the garbage collector never tracks when everything in
+        them is a string or a number; ``record`` itself when nothing could be frozen.
     """
+    table, args = record.table, record.args
     if table == LLM:
         frozen_data = frozen_dict(args.get("data"), max_chars)
         frozen_payload = frozen_dict(args.get("payload"), max_chars)
         if frozen_data is None and frozen_payload is None:
-            return args  # nothing to freeze (log_llm_execution froze it already)
+            return record  # nothing to freeze (log_llm_execution froze it already)
         # Built without the frozen dictionaries: a dict that once held one stays tracked.
         frozen = (*(("data",) if frozen_data else ()), *(("payload",) if frozen_payload else ()))
         thin = {k: v for k, v in args.items() if v is not None and k not in frozen}
-        if frozen_data is not None:
-            thin[DATA_JSON] = frozen_data
-        if frozen_payload is not None:
-            thin[PAYLOAD_JSON] = frozen_payload
-        return thin
+        return record._replace(
+            args=thin,
+            data_json=frozen_data if frozen_data is not None else record.data_json,
+            payload_json=frozen_payload if frozen_payload is not None else record.payload_json,
+        )
     if table == AGENT:
         data = args.get("data")
         if data is not None and type(data) is not dict:
-            return args
+            return record
         event = args.get("event")
         if event is not None:
             if not isinstance(event, AgentEvent) or (dumped := event_fields(event)) is None:
-                return args
+                return record
             if data:
                 dumped.update(data)
             data = dumped
         if data is None or (text := clean_json(data, max_chars)) is None:
-            return args
+            return record
         event_type = args.get("event_type")
         if event_type is None and event is not None:
             event_type = type(event).event_type
@@ -156,31 +154,36 @@ def freeze(table: str, args: dict[str, Any], max_chars: int) -> dict[str, Any]:
             "agent_type": args.get("agent_type"),
             "event_type": event_type,
             "duration_ms": args.get("duration_ms"),
-            DATA_JSON: text,
         }
-        if not args.keys() <= _AGENT_ARGS:  # something more, e.g. a sampling mark
+        if not args.keys() <= _AGENT_ARGS:  # something more: the writer says what
             thin.update((k, v) for k, v in args.items() if k not in _AGENT_ARGS)
-        return thin
+        return record._replace(args=thin, data_json=text)
     if table == JOURNEY:
         data = args.get("data")
         if type(data) is dict and (text := clean_json(data, max_chars)) is not None:
-            thin = {"event_type": args.get("event_type"), DATA_JSON: text}
-            if not args.keys() <= _JOURNEY_ARGS:  # something more, e.g. a sampling mark
+            thin = {"event_type": args.get("event_type")}
+            if not args.keys() <= _JOURNEY_ARGS:  # something more: the writer says what
                 thin.update((k, v) for k, v in args.items() if k not in _JOURNEY_ARGS)
-            return thin
-    return args
+            return record._replace(args=thin, data_json=text)
+    return record
 
 
-def thaw(args: dict[str, Any]) -> dict[str, Any]:
-    """The record's arguments as the caller gave them (frozen JSON parsed back)."""
-    if DATA_JSON not in args and PAYLOAD_JSON not in args and CONTEXT_MEMBERS not in args:
-        return args
-    thawed = dict(args)
-    for key, frozen_key in (("data", DATA_JSON), ("payload", PAYLOAD_JSON)):
-        text = thawed.pop(frozen_key, None)
-        if text is not None:
-            thawed[key] = orjson.loads(text)
-    context = thawed.pop(CONTEXT_MEMBERS, None)
-    if context is not None:
-        thawed[CONTEXT] = orjson.loads("{" + context + "}")
-    return thawed
+def thaw(record: QueuedRecord) -> QueuedRecord:
+    """``record`` as the caller gave it: frozen JSON parsed back into its arguments.
+
+    Args:
+        record: A record, frozen or not.
+    """
+    if record.data_json is None and record.payload_json is None and record.context_members is None:
+        return record
+    args = dict(record.args)
+    if record.data_json is not None:
+        args["data"] = orjson.loads(record.data_json)
+    if record.payload_json is not None:
+        args["payload"] = orjson.loads(record.payload_json)
+    context = record.context
+    if record.context_members is not None:
+        context = orjson.loads("{" + record.context_members + "}")
+    return record._replace(
+        args=args, data_json=None, payload_json=None, context_members=None, context=context
+    )

@@ -1,4 +1,4 @@
-"""Turns what the ``log_*`` helpers enqueued into rows ready for COPY.
+"""Preparation: enqueued records validated, cleaned and priced into ``COPY`` lines.
 
 This runs in the background flusher, off the caller's path: validation against the models,
 sanitising (NUL bytes, surrogates, NaN, oversized fields, cycles), redaction (every free-text
@@ -28,23 +28,15 @@ import pydantic
 from pgtrail.config import Settings
 from pgtrail.errors import RecordError, ValidationError
 from pgtrail.ids import uuid7_hex
-from pgtrail.models import LLM_OUTCOMES, AgentEvent, AgentRecord, JourneyRecord, LlmCall
+from pgtrail.models import LLM_OUTCOMES, AgentEvent, AgentRecord, JourneyRecord, LlmCallRecord
 from pgtrail.tables import AGENT, COLUMNS, EXECUTION, JOURNEY, LLM, PROMPT
 from pgtrail.writer import copytext
 from pgtrail.writer.copytext import INT4_MAX, NULL, escape, escape_json
-from pgtrail.writer.freeze import (
-    CONTEXT,
-    CONTEXT_MEMBERS,
-    DATA_JSON,
-    PAYLOAD_JSON,
-    clean_json,
-    members,
-    splice,
-    thaw,
-)
+from pgtrail.writer.freeze import clean_json, members, splice, thaw
 from pgtrail.writer.pricing import PriceBook
+from pgtrail.writer.record import QueuedRecord
 from pgtrail.writer.redact import Pseudonym, Redactor, hash_user_id
-from pgtrail.writer.sampling import MARK, SAMPLED_OUT, mark, strip_bodies
+from pgtrail.writer.sampling import MARK, mark, strip_bodies
 from pgtrail.writer.sanitize import ID_MAX_CHARS, Sanitizer, dumps
 from pgtrail.writer.spool import Batch, Row
 
@@ -70,11 +62,9 @@ _LLM_PLAIN_TYPES: dict[str, type] = {
     "payload": dict,
     "data": dict,
 }
-_LLM_KEYS = frozenset(
-    {*_LLM_PLAIN_TYPES, _PROMPT, CONTEXT, CONTEXT_MEMBERS, DATA_JSON, PAYLOAD_JSON}
-)
-_AGENT_KEYS = frozenset({"event", "agent_type", "event_type", "duration_ms", "data", DATA_JSON})
-_JOURNEY_KEYS = frozenset({"event_type", "data", DATA_JSON})
+_LLM_KEYS = frozenset({*_LLM_PLAIN_TYPES, _PROMPT})
+_AGENT_KEYS = frozenset({"event", "agent_type", "event_type", "duration_ms", "data"})
+_JOURNEY_KEYS = frozenset({"event_type", "data"})
 _LLM_COLUMNS = [name for name, _ in COLUMNS[LLM]]
 _MODEL = _LLM_COLUMNS.index("model_target")
 _INPUT_TOKENS = _LLM_COLUMNS.index("input_tokens")
@@ -83,15 +73,6 @@ _CACHED_TOKENS = _LLM_COLUMNS.index("cached_input_tokens")
 _INPUT_COST = _LLM_COLUMNS.index("input_cost")
 _OUTPUT_COST = _LLM_COLUMNS.index("output_cost")
 _TOTAL_COST = _LLM_COLUMNS.index("total_cost")
-
-Stamp = tuple[
-    uuid.UUID | None, uuid.UUID | str, dt.datetime, str, str | None, str | None, str | None
-]
-"""event_id (None: the writer assigns a UUIDv7), execution_id (a UUID or its 32 hex digits),
-created_at, tenant_id, user_id, session_id, span_id."""
-
-Item = tuple[str, Stamp, dict[str, Any]]
-"""What the ``log_*`` helpers enqueue: table, stamp, the caller's arguments."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +108,7 @@ def _plain_event_type(value: object) -> bool:
 def _plain_llm_call(args: dict[str, Any], max_chars: int) -> bool:
     """True when every argument already has its exact, clean type (no validation needed)."""
     for key, value in args.items():
-        if value is None or key == CONTEXT:
+        if value is None:
             continue
         kind = _LLM_PLAIN_TYPES.get(key)
         if kind is int:
@@ -177,24 +158,29 @@ class RecordPreparer:
         self._people: dict[tuple[Any, ...], tuple[str, str, list[str]]] = {}
         self._second: tuple[float, str] = (math.nan, "")  # a UTC second and its text
 
-    def prepare(self, items: list[Item]) -> tuple[Batch, list[Rejected]]:
-        """Lines grouped by table, and the records that could not be stored."""
+    def prepare(self, records: list[QueuedRecord]) -> tuple[Batch, list[Rejected]]:
+        """Lines grouped by table, and the records that could not be stored.
+
+        Args:
+            records: Queued records, in the order they were logged.
+        """
         batch: Batch = {}
         rejected: list[Rejected] = []
         if self._forget_prompts:
             self._forget_prompts = False
             self._known_prompts.clear()
-        for table, stamp, args in items:
+        for record in records:
             try:
-                rows = self.prepare_one(table, stamp, args)
+                rows = self.prepare_one(record)
             except (RecordError, ValidationError) as exc:
-                rejected.append(Rejected(table, stamp[0], str(exc)))
+                rejected.append(Rejected(record.table, record.event_id, str(exc)))
                 continue
             except pydantic.ValidationError as exc:
-                rejected.append(Rejected(table, stamp[0], _pydantic_reason(exc)))
+                rejected.append(Rejected(record.table, record.event_id, _pydantic_reason(exc)))
                 continue
             except Exception as exc:  # one record never costs the others their place
-                rejected.append(Rejected(table, stamp[0], f"{type(exc).__name__}: {exc}"))
+                reason = f"{type(exc).__name__}: {exc}"
+                rejected.append(Rejected(record.table, record.event_id, reason))
                 continue
             for target, row in rows:
                 lines = batch.get(target)
@@ -204,63 +190,66 @@ class RecordPreparer:
                     lines.append(row)
         return batch, rejected
 
-    def prepare_one(self, table: str, stamp: Stamp, args: dict[str, Any]) -> list[tuple[str, Row]]:
-        """Lines for one record (an LLM call may add its prompt body)."""
+    def prepare_one(self, record: QueuedRecord) -> list[tuple[str, Row]]:
+        """Lines for one record (an LLM call may add its prompt body).
+
+        Args:
+            record: A queued record.
+
+        Raises:
+            RecordError: the record cannot be stored (e.g. a count over ``integer``).
+            ValidationError: strict mode, and something would have been cleaned.
+        """
         notes: list[str] = []
-        common = self._common(stamp, notes)
-        sampled_out: float | None = args.get(SAMPLED_OUT)
-        if sampled_out is not None:  # a sampled-out execution's record: bodies are dropped
-            args = {k: v for k, v in thaw(args).items() if k != SAMPLED_OUT}
+        common = self._common(record, notes)
+        if record.sampled_out is not None:  # a sampled-out execution's: bodies are dropped
+            record = thaw(record)
+        table = record.table
         if table == LLM:
-            return self._llm(common, stamp[2], args, notes, sampled_out)
+            return self._llm(common, record, notes)
         if table == AGENT:
-            return [(AGENT, self._agent(common, args, notes, sampled_out))]
+            return [(AGENT, self._agent(common, record, notes))]
         if table == JOURNEY:
-            return [(JOURNEY, self._journey(common, args, notes, sampled_out))]
+            return [(JOURNEY, self._journey(common, record, notes))]
         if table == EXECUTION:
-            return [(EXECUTION, self._execution(common, args, notes))]
+            return [(EXECUTION, self._execution(common, record.args, notes))]
         raise RecordError(f"unknown record kind {table!r}")
 
-    def check(self, table: str, stamp: Stamp, args: dict[str, Any]) -> None:
-        """Strict mode: raises ValidationError for anything that would be cleaned or refused."""
+    def check(self, record: QueuedRecord) -> None:
+        """Strict mode: raises ValidationError for anything that would be cleaned or refused.
+
+        Args:
+            record: The record about to be enqueued.
+        """
         # A preparer of its own: this runs on the caller's thread while the flusher uses
         # this one, and a trial run must not mark the prompt body as already stored.
         checker = RecordPreparer(self.settings, self.prices)
         checker.sanitizer = Sanitizer(max_field_chars=self.settings.max_field_chars, strict=True)
         try:
-            checker.prepare_one(table, stamp, dict(args))
+            checker.prepare_one(record._replace(args=dict(record.args)))
         except pydantic.ValidationError as exc:
-            raise ValidationError(f"{table}: {_pydantic_reason(exc)}") from exc
+            raise ValidationError(f"{record.table}: {_pydantic_reason(exc)}") from exc
         except RecordError as exc:
-            raise ValidationError(f"{table}: {exc}") from exc
+            raise ValidationError(f"{record.table}: {exc}") from exc
 
     # -- pieces -------------------------------------------------------------------------
 
-    def _clean(self, value: Any, field: str, notes: list[str]) -> str | None:
-        """Sanitised text (not yet escaped for COPY), not redacted: for identifiers."""
+    def _clean(
+        self, value: Any, field: str, notes: list[str], sanitizer: Sanitizer | None = None
+    ) -> str | None:
+        """Sanitised text (not yet escaped for COPY), not redacted: for identifiers.
+
+        ``sanitizer`` sets the length limit: the record's, or the identifiers' one.
+        """
+        cleaner = self.sanitizer if sanitizer is None else sanitizer
         if (
             type(value) is str
-            and len(value) <= self.settings.max_field_chars
+            and len(value) <= cleaner.max_field_chars
             and value.isascii()
             and "\x00" not in value
         ):
             return value  # the common case: nothing to clean
-        clean, problems = self.sanitizer.text(value, field)
-        notes.extend(problems)
-        return clean
-
-    def _clean_id(self, value: Any, field: str, notes: list[str]) -> str | None:
-        """A tenant, user or session id: sanitised and cut to ``ID_MAX_CHARS``, not redacted."""
-        if value is None:
-            return None
-        if (
-            type(value) is str
-            and len(value) <= ID_MAX_CHARS
-            and value.isascii()
-            and "\x00" not in value
-        ):
-            return value
-        clean, problems = self._id_sanitizer.text(value, field)
+        clean, problems = cleaner.text(value, field)
         notes.extend(problems)
         return clean
 
@@ -309,9 +298,11 @@ class RecordPreparer:
         notes.extend(problems)
         return escape_json(dumps(clean))
 
-    def _common(self, stamp: Stamp, notes: list[str]) -> str:
+    def _common(self, record: QueuedRecord, notes: list[str]) -> str:
         """The first seven fields of every log row."""
-        event_id, execution_id, created_at, tenant_id, user_id, session_id, span_id = stamp
+        execution_id, tenant_id, user_id = record.execution_id, record.tenant_id, record.user_id
+        session_id, span_id, created_at = record.session_id, record.span_id, record.created_at
+        event_id = record.event_id
         key: tuple[Any, ...] = (execution_id, tenant_id, user_id, session_id)
         try:
             known = self._people.get(key)
@@ -355,26 +346,20 @@ class RecordPreparer:
             user = self._clean(user_id, "user_id", notes)
             user = hash_user_id(user, key) if user is not None else None
         else:
-            user = self._clean_id(user_id, "user_id", notes)
-        tenant = self._clean_id(tenant_id, "tenant_id", notes) or "default"
-        session = self._clean_id(session_id, "session_id", notes)
+            user = self._clean(user_id, "user_id", notes, self._id_sanitizer)
+        tenant = self._clean(tenant_id, "tenant_id", notes, self._id_sanitizer) or "default"
+        session = self._clean(session_id, "session_id", notes, self._id_sanitizer)
         execution_hex = execution_id if isinstance(execution_id, str) else execution_id.hex
         return execution_hex, f"{escape(tenant)}\t{_field(user)}\t{_field(session)}", notes
 
-    def _llm(
-        self,
-        common: str,
-        created_at: dt.datetime,
-        args: dict[str, Any],
-        notes: list[str],
-        sampled_out: float | None = None,
-    ) -> list[tuple[str, Row]]:
+    def _llm(self, common: str, record: QueuedRecord, notes: list[str]) -> list[tuple[str, Row]]:
+        sampled_out, created_at = record.sampled_out, record.created_at
         if sampled_out is None and not notes and self.redactor is None:
-            plain = self._plain_llm_row(common, created_at, args)
+            plain = self.plain_llm_row(common, record)
             if plain is not None:
                 return [(LLM, plain)]
-        args = thaw(args)
-        context = args.get(CONTEXT)
+        record = thaw(record)
+        args, context = record.args, record.context
         if self.redactor is None and _plain_llm_call(args, self.settings.max_field_chars):
             call = args  # already clean, and escape-free
         else:
@@ -426,14 +411,17 @@ class RecordPreparer:
         )
         return rows
 
-    def _plain_llm_row(
-        self, common: str, created_at: dt.datetime, args: dict[str, Any]
-    ) -> str | None:
+    def plain_llm_row(self, common: str, record: QueuedRecord) -> str | None:
         """The row of the most common call, in one pass; None when it needs the general path.
 
         That call has only clean, escape-free text, token counts and latencies that fit,
         costs to infer, no prompt body and dictionaries for ``data`` and ``payload``.
+
+        Args:
+            common: The row's first fields (event id to span id), as ``COPY`` text.
+            record: An LLM call's record.
         """
+        args = record.args
         get = args.get
         if not args.keys() <= _LLM_KEYS or get(_PROMPT) is not None:
             return None
@@ -458,19 +446,19 @@ class RecordPreparer:
             payload is not None and type(payload) is not dict
         ):
             return None
-        extra = get(CONTEXT_MEMBERS)
+        extra = record.context_members
         if extra is None:
-            context = get(CONTEXT)
+            context = record.context
             extra = members(context, max_chars) if context else ""
-        particular = get(DATA_JSON) or clean_json({} if data is None else data, max_chars)
-        body = get(PAYLOAD_JSON)
+        particular = record.data_json or clean_json({} if data is None else data, max_chars)
+        body = record.payload_json
         if body is None and payload is not None:
             body = clean_json(payload, max_chars)
             if body is None:
                 return None
         if particular is None or extra is None:
             return None  # not clean: the general path cleans it and says what it changed
-        costs = self._costs(args, created_at)
+        costs = self._costs(args, record.created_at)
         named = "\t".join([NULL if v is None else str(v) for v in (*texts[:5], *numbers)])
         error = NULL if texts[5] is None else texts[5]
         return (
@@ -505,7 +493,7 @@ class RecordPreparer:
 
         Text comes back escaped for COPY, like the fast path's (which needs no escaping).
         """
-        args = {k: v for k, v in args.items() if v is not None and k != CONTEXT}
+        args = {k: v for k, v in args.items() if v is not None}
         for field in _COST_FIELDS:
             args[field] = _finite_or_none(args.get(field), field, notes)
         for field in _LLM_TEXT_FIELDS:
@@ -513,7 +501,7 @@ class RecordPreparer:
                 args[field] = self._text(args[field], field, notes)
         # The JSON bodies skip the model: the sanitiser cleans any value (non-str keys...).
         bodies: dict[str, Any] = {k: args.pop(k) for k in ("data", "payload") if k in args}
-        call = LlmCall.model_validate(args).model_dump(exclude_none=True)
+        call = LlmCallRecord.model_validate(args).model_dump(exclude_none=True)
         call.update(bodies)
         for field in ("agent_type", "provider", "model", "prompt_version", "error"):
             if field in call:
@@ -560,13 +548,8 @@ class RecordPreparer:
         """
         self._forget_prompts = True
 
-    def _agent(
-        self,
-        common: str,
-        args: dict[str, Any],
-        notes: list[str],
-        sampled_out: float | None = None,
-    ) -> Row:
+    def _agent(self, common: str, record: QueuedRecord, notes: list[str]) -> Row:
+        args, sampled_out = record.args, record.sampled_out
         event = args.get("event")
         if event is not None and not isinstance(event, AgentEvent):
             raise RecordError(
@@ -585,7 +568,7 @@ class RecordPreparer:
             and (agent_type is None or _plain_text(agent_type, max_chars))
             and (duration is None or (type(duration) is int and 0 <= duration <= INT4_MAX))
         )
-        frozen = args.get(DATA_JSON)
+        frozen = record.data_json
         if frozen is not None:
             if plain and sampled_out is None and not notes:
                 # The event's fields and the caller's data, frozen as one object at the call.
@@ -593,7 +576,7 @@ class RecordPreparer:
                 particular = escape_json(splice(frozen, duration_member))
                 agent_field = NULL if agent_type is None else agent_type
                 return f"{common}\t{event_type}\t{particular}\t{agent_field}"
-            args = thaw(args)
+            args = thaw(record).args
         data: dict[str, Any] = {}
         if event is not None:
             data.update(event.model_dump(mode="python", by_alias=True, exclude_none=True))
@@ -607,10 +590,10 @@ class RecordPreparer:
             fields = {k: v for k, v in args.items() if k not in ("event", "data")}
             fields.update(event_type=event_type, duration_ms=duration, data={})
             self._clean_names(fields, notes)
-            record = AgentRecord.model_validate(fields)
-            duration = _int4(record.duration_ms, "duration_ms")
-            type_field = _field(self._text(record.event_type, "event_type", notes))
-            agent_field = self._text_field(record.agent_type, "agent_type", notes)
+            validated = AgentRecord.model_validate(fields)
+            duration = _int4(validated.duration_ms, "duration_ms")
+            type_field = _field(self._text(validated.event_type, "event_type", notes))
+            agent_field = self._text_field(validated.agent_type, "agent_type", notes)
         if extra_data is not None:
             data.update(extra_data if isinstance(extra_data, dict) else {"value": extra_data})
         data, extra = _without_bodies(data, sampled_out)
@@ -618,26 +601,25 @@ class RecordPreparer:
             extra["event_duration_ms"] = duration
         return f"{common}\t{type_field}\t{self._json(data, 'data', notes, extra)}\t{agent_field}"
 
-    def _journey(
-        self, common: str, args: dict[str, Any], notes: list[str], sampled_out: float | None
-    ) -> Row:
+    def _journey(self, common: str, record: QueuedRecord, notes: list[str]) -> Row:
+        args, sampled_out = record.args, record.sampled_out
         event_type = args.get("event_type")
         plain = (
             self.redactor is None and args.keys() <= _JOURNEY_KEYS and _plain_event_type(event_type)
         )
-        frozen = args.get(DATA_JSON)
+        frozen = record.data_json
         if frozen is not None:
             if plain and sampled_out is None and not notes:
                 return f"{common}\t{event_type}\t{escape_json(frozen)}"
-            args = thaw(args)
+            args = thaw(record).args
         data = args.get("data")
         if plain and (data is None or type(data) is dict):
             type_field = str(event_type)
         else:
             fields = {k: v for k, v in args.items() if k != "data"}
             self._clean_names(fields, notes)
-            record = JourneyRecord.model_validate(fields)
-            type_field = _field(self._text(record.event_type, "event_type", notes))
+            validated = JourneyRecord.model_validate(fields)
+            type_field = _field(self._text(validated.event_type, "event_type", notes))
             if data is not None and not isinstance(data, dict):
                 problem = f"data: expected a dict, got {type(data).__qualname__}; stored as value"
                 if self.sanitizer.strict:

@@ -37,17 +37,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from pgtrail import correlation
 from pgtrail.models import LLM_OUTCOMES, ToolCall
 from pgtrail.tables import AGENT, LLM
 
 if TYPE_CHECKING:
-    from pgtrail.correlation import RedisState
+    from pgtrail.shared_state import RedisState
     from pgtrail.writer.pricing import PriceBook
-    from pgtrail.writer.records import Item
+    from pgtrail.writer.record import QueuedRecord
 
-SAMPLED_OUT = "_sampled_out"
-"""Key of an enqueued record's arguments: the rate of the sampled-out execution it is from."""
 MARK = "_pgtrail_sampled"
 """Key added to ``particular_data`` of a row whose bodies were dropped."""
 LONG_TEXT_CHARS = 200
@@ -196,7 +193,7 @@ class _Hold:
     rate: float
     sampled_in: bool
     opened_here: bool = False
-    items: collections.deque[Item] = field(default_factory=collections.deque)
+    items: collections.deque[QueuedRecord] = field(default_factory=collections.deque)
     kept: str | None = None
     written_without_bodies: int = 0
 
@@ -246,7 +243,7 @@ class Sampler:
     def __init__(
         self,
         config: SamplingConfig,
-        submit: Callable[[Item], None],
+        submit: Callable[[QueuedRecord], None],
         redis_state: RedisState,
         prices: PriceBook | None,
     ) -> None:
@@ -287,7 +284,7 @@ class Sampler:
             self._holds[execution_id] = hold
         return True
 
-    def route(self, execution_id: uuid.UUID, item: Item) -> None:
+    def route(self, execution_id: uuid.UUID, item: QueuedRecord) -> None:
         """Writes a record now, or holds it until its sampled-out execution ends."""
         hold = self._holds.get(execution_id) if self._holds else None
         if hold is None and self._ended:
@@ -300,11 +297,10 @@ class Sampler:
             self._submit(item)
             return
         if hold.kept is None:
-            table, stamp, args = item
             reason = keep_reason(
-                table,
-                stamp[2],
-                args,
+                item.table,
+                item.created_at,
+                item.args,
                 cost_threshold=self.config.cost_threshold,
                 prices=self._prices,
             )
@@ -313,14 +309,14 @@ class Sampler:
         if hold.kept is not None:
             self._submit(item)
             return
-        stripped: list[tuple[Item, _Hold]] = []
+        stripped: list[tuple[QueuedRecord, _Hold]] = []
         with self._lock:
             hold.items.append(item)
             self._held += 1
-            newest = item[1][2]
+            newest = item.created_at
             while hold.items and (
                 len(hold.items) > self.config.hold_records
-                or (newest - hold.items[0][1][2]).total_seconds() > self.config.hold_s
+                or (newest - hold.items[0].created_at).total_seconds() > self.config.hold_s
             ):
                 stripped.append((hold.items.popleft(), hold))
             if self._held - len(stripped) > self.config.hold_total:
@@ -392,31 +388,10 @@ class Sampler:
     # Redis: one small key per sampled execution, next to the execution's own keys.
 
     def _share(self, execution_id: uuid.UUID, value: str) -> None:
-        client = self._redis.client()
-        if client is None:
-            return
-        try:
-            client.set(self._redis.key(execution_id, ":sampling"), value, ex=correlation.TTL_S)
-        except correlation.REDIS_ERRORS as exc:
-            self._redis.failed(exc)
+        self._redis.set_sampling(execution_id, value)
 
     def _read(self, execution_id: uuid.UUID, *, forget: bool = False) -> str | None:
-        client = self._redis.client()
-        if client is None:
-            return None
-        key = self._redis.key(execution_id, ":sampling")
-        try:
-            if forget:
-                pipe = client.pipeline(transaction=True)
-                pipe.get(key)
-                pipe.delete(key)
-                value = pipe.execute()[0]
-            else:
-                value = client.get(key)
-        except correlation.REDIS_ERRORS as exc:
-            self._redis.failed(exc)
-            return None
-        return value if isinstance(value, str) else None
+        return self._redis.sampling(execution_id, forget=forget)
 
     def _shared(self, execution_id: uuid.UUID) -> _Hold | None:
         return self._parse(self._read(execution_id))
@@ -436,7 +411,5 @@ class Sampler:
         return _Hold(rate, verdict == "in")
 
 
-def _without_bodies(item: Item, hold: _Hold) -> Item:
-    # The arguments dict was built by the log_* helper for this record alone: mark it.
-    item[2][SAMPLED_OUT] = hold.rate
-    return item
+def _without_bodies(item: QueuedRecord, hold: _Hold) -> QueuedRecord:
+    return item._replace(sampled_out=hold.rate)
