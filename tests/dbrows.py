@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 
 def rows(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -18,3 +19,11 @@ def one(dsn: str, query: str, *params: Any) -> Any:
     found = rows(dsn, query, *params)
     assert len(found) == 1, found
     return found[0][0] if len(found[0]) == 1 else found[0]
+
+
+def count(dsn: str, table: str) -> int:
+    """How many rows ``table`` holds."""
+    query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(query).fetchone()
+    return int(row[0]) if row else 0

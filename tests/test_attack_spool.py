@@ -18,6 +18,7 @@ import psycopg
 from typer.testing import CliRunner
 
 import pgtrail
+from dbrows import count
 from pgtrail import Trail
 from pgtrail.cli import app
 from pgtrail.config import Settings
@@ -25,12 +26,6 @@ from pgtrail.writer.spool import DAMAGED, Spool
 
 OFFLINE = "postgresql://nobody@127.0.0.1:1/none"
 PGTRAIL = Path(sys.executable).with_name("pgtrail")
-
-
-def count(dsn: str, table: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-    return int(row[0]) if row else 0
 
 
 def spool_offline(settings: Settings, batches: int, per_batch: int = 10) -> list[Path]:

@@ -215,10 +215,17 @@ def test_a_field_path_parameter_is_a_path_not_sql(loaded: Settings, before: list
 def test_the_session_is_not_left_writable_after_a_refusal(loaded: Settings) -> None:
     with pytest.raises(ReportError):
         reports.run_sql(loaded, "SELECT 1; SET default_transaction_read_only = off")
-    # current_setting() is off the allow-list now: ask through the session run_sql uses.
-    with db.connect(loaded) as conn, sandbox.read_session(conn, 1000) as session:
-        result = session.query("SELECT current_setting('transaction_read_only')")
-    assert result.rows == [("on",)]
+    # The same connection, past the checks: the statement reaches the sandbox itself,
+    # fails there, and leaves neither the connection nor its next session writable.
+    with db.connect(loaded) as conn:
+        before = conn.execute("SHOW default_transaction_read_only").fetchone()
+        with pytest.raises(psycopg.Error):
+            with sandbox.read_session(conn, 1000) as session:
+                session.query("SELECT 1; SET default_transaction_read_only = off")
+        assert conn.execute("SHOW default_transaction_read_only").fetchone() == before
+        with sandbox.read_session(conn, 1000) as session:
+            result = session.query("SELECT current_setting('transaction_read_only')")
+        assert result.rows == [("on",)]
 
 
 @pytest.mark.parametrize(

@@ -16,18 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 import pgtrail
+from dbrows import count
 from pgtrail import Trail
 from pgtrail.cli import app
 from pgtrail.config import Settings
 from pgtrail.ops.devservices import LocalPostgres, LocalRedis
 from pgtrail.ops.migrate import migrate
 from pgtrail.writer.spool import Spool
-
-
-def count(dsn: str, table: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-    return int(row[0]) if row else 0
 
 
 @pytest.fixture
