@@ -22,7 +22,7 @@ from pgtrail import Trail
 from pgtrail.cli import app
 from pgtrail.config import Settings
 from pgtrail.ops.devservices import free_port
-from pgtrail.read.render import dumps, rows_csv, rows_markdown, unique_names
+from pgtrail.read.render import json_text, rows_csv, rows_markdown, unique_names
 from pgtrail.resources import queries_dir
 
 runner = CliRunner()
@@ -367,7 +367,7 @@ def test_sql_is_cancelled_after_the_timeout(settings: Settings) -> None:
 
 def test_json_writes_decimals_as_exact_numbers_and_times_in_iso() -> None:
     when = dt.datetime(2026, 11, 1, 9, 30, tzinfo=dt.UTC)
-    text = dumps(
+    text = json_text(
         {
             "cost": Decimal("0.037710000000000000"),
             "big": Decimal("12345678901234567890.123456789"),

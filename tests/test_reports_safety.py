@@ -219,9 +219,8 @@ def test_the_session_is_not_left_writable_after_a_refusal(loaded: Settings) -> N
     # fails there, and leaves neither the connection nor its next session writable.
     with db.connect(loaded) as conn:
         before = conn.execute("SHOW default_transaction_read_only").fetchone()
-        with pytest.raises(psycopg.Error):
-            with sandbox.read_session(conn, 1000) as session:
-                session.query("SELECT 1; SET default_transaction_read_only = off")
+        with pytest.raises(psycopg.Error), sandbox.read_session(conn, 1000) as session:
+            session.query("SELECT 1; SET default_transaction_read_only = off")
         assert conn.execute("SHOW default_transaction_read_only").fetchone() == before
         with sandbox.read_session(conn, 1000) as session:
             result = session.query("SELECT current_setting('transaction_read_only')")

@@ -18,14 +18,14 @@ import pytest
 from pydantic import BaseModel
 
 from pgtrail.errors import ConfigurationError, ValidationError
-from pgtrail.writer.sanitize import CYCLE, MAX_DEPTH, MAX_DEPTH_LIMIT, Sanitizer, dumps
+from pgtrail.writer.sanitize import CYCLE, MAX_DEPTH, MAX_DEPTH_LIMIT, Sanitizer, compact_json
 
 
 def _storable(out: Any) -> str:
     """What PostgreSQL would receive; fails the test if jsonb would refuse it."""
     text = json.dumps(out, allow_nan=False)
     assert "\\u0000" not in text
-    compact = dumps(out)
+    compact = compact_json(out)
     compact.encode("utf-8")  # raises on a lone surrogate
     assert "\x00" not in compact
     return text
@@ -687,7 +687,7 @@ def test_strict_mode_accepts_lossless_conversions() -> None:
     assert out["1"] == "int key"
 
 
-# -- configuration and dumps -------------------------------------------------------------------
+# -- configuration and compact_json ------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -700,14 +700,14 @@ def test_out_of_range_limits_are_rejected(options: dict[str, Any]) -> None:
 
 
 def test_dumps_is_compact_and_keeps_non_ascii() -> None:
-    assert dumps({"a": [1, "é"], "b": None}) == '{"a":[1,"é"],"b":null}'
+    assert compact_json({"a": [1, "é"], "b": None}) == '{"a":[1,"é"],"b":null}'
 
 
 def test_dumps_refuses_nan_so_unsanitised_data_cannot_slip_through() -> None:
     with pytest.raises(ValueError, match="Out of range float"):
-        dumps({"x": float("nan")})
+        compact_json({"x": float("nan")})
 
 
 def test_dumps_round_trips_sanitised_output() -> None:
     out, _ = _clean({"s": "x\x00", "n": [1, 2.5, None, True], "t": dt.date(2024, 1, 1)})
-    assert json.loads(dumps(out)) == {"s": "x", "n": [1, 2.5, None, True], "t": "2024-01-01"}
+    assert json.loads(compact_json(out)) == {"s": "x", "n": [1, 2.5, None, True], "t": "2024-01-01"}

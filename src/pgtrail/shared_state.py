@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pgtrail.errors import AssemblyUnavailableError
 from pgtrail.ids import uuid_or_none
-from pgtrail.writer.sanitize import Sanitizer, dumps
+from pgtrail.writer.sanitize import Sanitizer, compact_json
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -71,7 +71,7 @@ def clean_text(value: object, field: str) -> str:
 def clean_json_text(value: object, field: str) -> str:
     """``value`` as the sanitiser stores it in a ``jsonb`` column, as JSON text."""
     clean, _ = _CLEAN.json(value, field)
-    return dumps(clean)
+    return compact_json(clean)
 
 
 def execution_meta(state: ExecutionState, redactor: Redactor | None = None) -> dict[str, str]:

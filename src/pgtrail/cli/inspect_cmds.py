@@ -14,7 +14,7 @@ from pgtrail.cli.report_cmds import TenantOption, TimeoutOption
 from pgtrail.errors import PgtrailError
 from pgtrail.read import reports
 from pgtrail.read.journey import journey_dict, load_journey
-from pgtrail.read.render import dumps, journey_timeline, trace_tree
+from pgtrail.read.render import journey_timeline, json_text, trace_tree
 from pgtrail.read.trace import load_trace, parse_execution_id, trace_dict
 
 
@@ -62,7 +62,7 @@ def trace_command(
     except PgtrailError as exc:
         fail(str(exc))
     if fmt is TraceFormat.json:
-        sys.stdout.write(dumps(trace_dict(trace)) + "\n")
+        sys.stdout.write(json_text(trace_dict(trace)) + "\n")
     else:
         console.print(trace_tree(trace))
 
@@ -95,6 +95,6 @@ def journey_command(
     except PgtrailError as exc:
         fail(str(exc))
     if fmt is JourneyFormat.json:
-        sys.stdout.write(dumps(journey_dict(journey)) + "\n")
+        sys.stdout.write(json_text(journey_dict(journey)) + "\n")
     else:
         console.print(journey_timeline(journey))

@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 from pgtrail.cli.app import app, console, err_console, fail, settings_of
 from pgtrail.errors import PgtrailError, ReportFileError
 from pgtrail.read import reports
-from pgtrail.read.render import dumps, render_rows
+from pgtrail.read.render import json_text, render_rows
 from pgtrail.read.reports import Catalog, Report, ReportResult
 
 
@@ -126,7 +126,7 @@ def list_command(
     items = sorted(catalog.reports.values(), key=lambda r: r.name)
     if fmt is ListFormat.json:
         sys.stdout.write(
-            dumps(
+            json_text(
                 [
                     {
                         "name": r.name,

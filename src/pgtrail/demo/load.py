@@ -18,7 +18,7 @@ from rich.progress import (
 
 from pgtrail import Trail, db
 from pgtrail.config import Settings
-from pgtrail.demo.sampling import SimClock
+from pgtrail.demo.randomness import SimClock
 from pgtrail.demo.simulate import Counts, DemoOptions, Highlights, Simulator
 from pgtrail.errors import DemoDataExistsError
 from pgtrail.statements import STATEMENTS

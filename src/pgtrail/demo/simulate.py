@@ -32,7 +32,7 @@ from pgtrail.demo.plant import (
     Plan,
     coaching_prompt_version,
 )
-from pgtrail.demo.sampling import Balanced, SimClock, Strata, cumulative, uuid7_at
+from pgtrail.demo.randomness import Balanced, SimClock, Strata, cumulative, uuid7_at
 
 DAY_MS = 86_400_000
 _log_llm = pgtrail.log_llm_execution

@@ -73,7 +73,7 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def dumps(value: Any, *, indent: int | None = 2) -> str:
+def json_text(value: Any, *, indent: int | None = 2) -> str:
     """JSON text of ``value``; decimals are written as exact numbers, non-finite ones as null."""
     out: list[str] = []
     _encode(jsonable(value), out, indent, 0)
@@ -135,7 +135,7 @@ def plain_text(value: Any) -> str:
     if isinstance(value, Decimal):
         return decimal_text(value)
     if isinstance(value, dict | list):
-        return dumps(value, indent=None)
+        return json_text(value, indent=None)
     return str(value)
 
 
@@ -210,7 +210,7 @@ def rows_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def rows_json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A JSON array with one object per row, keyed by column name."""
     names = unique_names(columns)
-    return dumps([dict(zip(names, row, strict=True)) for row in rows]) + "\n"
+    return json_text([dict(zip(names, row, strict=True)) for row in rows]) + "\n"
 
 
 def _markdown_cell(text: str) -> str:

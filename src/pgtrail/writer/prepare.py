@@ -37,7 +37,7 @@ from pgtrail.writer.pricing import PriceBook
 from pgtrail.writer.record import QueuedRecord
 from pgtrail.writer.redact import Pseudonym, Redactor, hash_user_id
 from pgtrail.writer.sampling import MARK, mark, strip_bodies
-from pgtrail.writer.sanitize import ID_MAX_CHARS, Sanitizer, dumps
+from pgtrail.writer.sanitize import ID_MAX_CHARS, Sanitizer, compact_json
 from pgtrail.writer.spool import Batch, Row
 
 _INT_FIELDS = (
@@ -287,7 +287,7 @@ class RecordPreparer:
         if notes:
             clean = dict(clean) if isinstance(clean, dict) else {"value": clean}
             clean["_pgtrail_notes"] = list(notes)
-        return escape_json(dumps(clean))
+        return escape_json(compact_json(clean))
 
     def _plain_json(self, value: Any, field: str, notes: list[str]) -> str:
         """A ``jsonb`` field of pgtrail's own structure: problems go to ``notes``, not inside."""
@@ -296,7 +296,7 @@ class RecordPreparer:
             return escape_json(fast)
         clean, problems = self.sanitizer.json(value, field)
         notes.extend(problems)
-        return escape_json(dumps(clean))
+        return escape_json(compact_json(clean))
 
     def _common(self, record: QueuedRecord, notes: list[str]) -> str:
         """The first seven fields of every log row."""

@@ -59,7 +59,7 @@ _FLOAT_NAMES = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _ENCODER = _json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def dumps(value: Any) -> str:
+def compact_json(value: Any) -> str:
     """Serialise an already-sanitised structure to compact JSON text.
 
     Args:
