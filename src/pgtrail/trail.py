@@ -816,6 +816,11 @@ class Trail:
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
+    def queued(self) -> int:
+        """How many records wait in memory for the writer (bounded by ``queue_size``)."""
+        return len(self._flusher.queue)
+
+    @property
     def stats(self) -> FlushStats:
         """Counters: enqueued, written, spooled, replayed, rejected (with recent reasons)."""
         return self._flusher.stats

@@ -4,7 +4,19 @@ It answers as the OTLP/HTTP specification says: 200 with an ``ExportTraceService
 (with ``partial_success`` when some spans were left out), 400 with a ``google.rpc.Status``
 saying why a body could not be decoded (nothing of it is stored), 401 for a missing or wrong
 bearer token, 413 above the size limit, 415 for a content type or encoding it does not speak,
-and 503 (which exporters retry) while Redis, where traces assemble, is unreachable.
+and the retryable codes with a ``Retry-After`` header: 429 while the receiver is busy (too
+many exports waiting, or the writer's queue full) and 503 while Redis, where traces
+assemble, is unreachable.
+
+The HTTP server is uvicorn (widely used in production, h11 parser with strict request
+framing) running a plain ASGI application. Its limits: a connection must send a request's
+headers within ``header_timeout_s`` of opening or of its first byte, and the body within
+``body_timeout_s``; an idle kept-alive connection is closed after ``keep_alive_s``; at most
+``max_connections`` connections and requests are served at once (more get 503) and
+``max_pending_exports`` exports wait for a worker (more get 429). A refused request's body
+is read and dropped when it is small, else the connection is closed, so it is never parsed
+as the next request. On shutdown it stops accepting, finishes the requests in flight,
+finalises the traces whose root has arrived and flushes the writer.
 
 Spans are handed to the :class:`~pgtrail.otlp.assemble.TraceAssembler`; finished traces go
 to the writer, whose queue spills to its on-disk spool under load or while PostgreSQL is
@@ -13,18 +25,28 @@ away, so backpressure never drops a span.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import errno
 import hmac
 import logging
+import math
+import resource
+import signal
 import socket
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
 from typing import Any
 
+import h11
 import orjson
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pgtrail.errors import OtlpDecodeError
 from pgtrail.otlp import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT
@@ -47,27 +69,65 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _PROTOBUF_TYPES = {PROTOBUF, "application/protobuf"}
 _RETRY_AFTER_S = 5
+_BUSY_RETRY_AFTER_S = 1
+
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+"""Seconds a connection has to send a request's headers."""
+DEFAULT_BODY_TIMEOUT_S = 30.0
+"""Seconds a request has to send its body once its headers arrived."""
+DEFAULT_KEEP_ALIVE_S = 5
+"""Seconds an idle kept-alive connection stays open."""
+DEFAULT_MAX_CONNECTIONS = 1000
+"""Connections (and requests) served at once; requests beyond get 503."""
+DEFAULT_MAX_PENDING_EXPORTS = 256
+"""Exports decoding, assembling or waiting for a worker; more get 429."""
+DEFAULT_EXPORT_THREADS = 16
+"""Worker threads that decode bodies and hand spans to Redis."""
+DEFAULT_BACKLOG = 2048
+"""Connections the kernel queues before the server accepts them."""
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+"""Largest request line plus headers."""
+DEFAULT_SHUTDOWN_TIMEOUT_S = 30.0
+"""Seconds requests in flight get to finish at shutdown."""
 
 # google.rpc.Code values carried in the error bodies.
 _INVALID_ARGUMENT = 3
 _NOT_FOUND = 5
 _RESOURCE_EXHAUSTED = 8
+_INTERNAL = 13
 _UNIMPLEMENTED = 12
 _UNAVAILABLE = 14
 _UNAUTHENTICATED = 16
+_DEADLINE_EXCEEDED = 4
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 
 class _Refusal(Exception):
     """A request answered with an error status."""
 
     def __init__(
-        self, status: HTTPStatus, code: int, message: str, headers: dict[str, str] | None = None
+        self,
+        status: HTTPStatus,
+        code: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.close = close
+
+
+class _Disconnected(Exception):
+    """The client went away before its request was read."""
 
 
 @dataclass
@@ -78,6 +138,35 @@ class ReceiverStats:
     spans_accepted: int = 0
     spans_rejected: int = 0
     refused: int = 0
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """The HTTP server's timeouts and bounds.
+
+    Args:
+        header_timeout_s: Seconds a connection has to send a request's headers, counted
+            from the connection's opening or from the request's first byte.
+        body_timeout_s: Seconds a request has to send its whole body.
+        keep_alive_s: Seconds an idle kept-alive connection stays open (whole seconds).
+        max_connections: Connections and requests served at once; requests beyond get 503.
+        max_pending_exports: Exports decoding, assembling or queued for a worker; beyond
+            that requests get 429 with ``Retry-After``.
+        export_threads: Worker threads that decode bodies and hand spans to Redis.
+        backlog: Connections the kernel queues before the server accepts them.
+        max_header_bytes: Largest request line plus headers.
+        shutdown_timeout_s: Seconds requests in flight get to finish at shutdown.
+    """
+
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    keep_alive_s: int = DEFAULT_KEEP_ALIVE_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_pending_exports: int = DEFAULT_MAX_PENDING_EXPORTS
+    export_threads: int = DEFAULT_EXPORT_THREADS
+    backlog: int = DEFAULT_BACKLOG
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S
 
 
 class OtlpReceiver:
@@ -96,6 +185,10 @@ class OtlpReceiver:
         options: Which attributes name the user, tenant and session (see
             :class:`~pgtrail.otlp.mapping.MappingOptions`).
         mapper: Span mapping to use instead of the default one.
+        limits: The HTTP server's timeouts and bounds (see :class:`ServerLimits`).
+        queue_depth: Returns how many records wait in the writer's queue; while it is at
+            the writer's ``queue_size`` requests get 429. By default the length of
+            ``trail``'s own queue (:attr:`pgtrail.Trail.queued`).
     """
 
     def __init__(
@@ -111,38 +204,59 @@ class OtlpReceiver:
         reuse_port: bool = False,
         options: MappingOptions | None = None,
         mapper: Mapper | None = None,
+        limits: ServerLimits | None = None,
+        queue_depth: Callable[[], int] | None = None,
     ) -> None:
         self.trail = trail
         self.token = token or None
         self.max_body_bytes = max_body_bytes
+        self.limits = limits or ServerLimits()
+        self.queue_depth = queue_depth if queue_depth is not None else self._queued
         self.stats = ReceiverStats()
         self._stats_lock = threading.Lock()
+        self._pending = 0  # exports decoding, assembling or queued: touched on the loop only
         self.assembler = TraceAssembler(trail, grace_s=grace_s, options=options, mapper=mapper)
         self.finaliser = Finaliser(
             self.assembler, idle_s=idle_s, interval_s=min(0.5, max(0.05, grace_s / 4))
         )
-        server_class = _Server6 if ":" in host else _Server
-        self._httpd = server_class((host, port), _Handler, bind_and_activate=False)
-        self._httpd.allow_reuse_port = reuse_port
-        try:
-            self._httpd.server_bind()
-            self._httpd.server_activate()
-        except OSError:
-            self._httpd.server_close()
-            raise
-        self._httpd.receiver = self
+        self._socket = _listen(host, port, reuse_port=reuse_port, backlog=self.limits.backlog)
+        self._address: tuple[str, int] = self._socket.getsockname()[:2]
+        self._workers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.limits.export_threads, thread_name_prefix="pgtrail-otlp-export"
+        )
+        self._server = _Server(
+            uvicorn.Config(
+                self._asgi,
+                http=_protocol_class(self.limits.header_timeout_s),
+                loop="asyncio",
+                interface="asgi3",
+                lifespan="off",
+                log_config=None,
+                log_level="warning",
+                access_log=False,
+                proxy_headers=False,
+                server_header=False,
+                headers=[("Server", "pgtrail-otlp")],
+                limit_concurrency=self.limits.max_connections,
+                backlog=self.limits.backlog,
+                timeout_keep_alive=self.limits.keep_alive_s,
+                timeout_graceful_shutdown=math.ceil(self.limits.shutdown_timeout_s),
+                h11_max_incomplete_event_size=self.limits.max_header_bytes,
+            )
+        )
         self._thread: threading.Thread | None = None
+        self._ran = threading.Event()  # set once a serving loop has ended
         self._started = False
 
     @property
     def host(self) -> str:
         """The address listened on."""
-        return str(self._httpd.server_address[0])
+        return str(self._address[0])
 
     @property
     def port(self) -> int:
         """The port listened on."""
-        return int(self._httpd.server_address[1])
+        return int(self._address[1])
 
     @property
     def endpoint(self) -> str:
@@ -151,10 +265,14 @@ class OtlpReceiver:
         return f"http://{host}:{self.port}{TRACES_PATH}"
 
     def serve_forever(self) -> None:
-        """Serves on this thread until :meth:`shutdown` is called from another."""
+        """Serves on this thread until :meth:`stop` or :meth:`shutdown` is called from another
+        (or a signal handler)."""
         self._started = True
         self.finaliser.start()
-        self._httpd.serve_forever(poll_interval=0.2)
+        try:
+            self._server.run(sockets=[self._socket])
+        finally:
+            self._ran.set()
 
     def start(self) -> OtlpReceiver:
         """Serves on a background thread."""
@@ -175,13 +293,28 @@ class OtlpReceiver:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def stop(self, *, force: bool = False) -> None:
+        """Asks the server to stop: no new connections, requests in flight finish.
+
+        Safe from a signal handler; :meth:`shutdown` does the rest.
+
+        Args:
+            force: Stop waiting for the requests in flight too.
+        """
+        self._server.should_exit = True
+        if force:
+            self._server.force_exit = True
+
     def shutdown(self) -> None:
-        """Stops serving, finalises the traces whose root arrived, and flushes the writer."""
-        if self._started:  # shutdown() waits for a serve_forever() loop that must exist
-            self._httpd.shutdown()
-        self._httpd.server_close()
+        """Stops serving, lets the requests in flight finish, finalises the traces whose root
+        arrived, and flushes the writer."""
+        self.stop()
+        if self._started:
+            self._ran.wait(self.limits.shutdown_timeout_s + 5)
         if self._thread is not None:
-            self._thread.join(30)
+            self._thread.join(5)
+        self._socket.close()
+        self._workers.shutdown(wait=True)
         self.finaliser.stop(finalise_rooted=True)
         self.trail.flush()
         self.assembler.close()
@@ -190,6 +323,10 @@ class OtlpReceiver:
 
     def export(self, body: bytes, content_type: str) -> tuple[int, str]:
         """Decodes and holds one request's spans; returns (rejected spans, first reason).
+
+        Args:
+            body: The request body, decompressed.
+            content_type: ``application/json`` for OTLP/JSON; anything else is protobuf.
 
         Raises:
             OtlpDecodeError: The body is not an OTLP trace request; nothing was held.
@@ -202,6 +339,12 @@ class OtlpReceiver:
             self.stats.spans_rejected += decoded.rejected
         return decoded.rejected, decoded.reason
 
+    def _export_raw(self, raw: bytes, encoding: str, content_type: str) -> tuple[int, str]:
+        """Decompresses (on a worker thread, like decoding: both take CPU) and exports."""
+        if encoding in ("gzip", "deflate"):
+            raw = _decompress(raw, encoding, self.max_body_bytes)
+        return self.export(raw, content_type)
+
     def _count_refusal(self) -> None:
         with self._stats_lock:
             self.stats.refused += 1
@@ -210,50 +353,41 @@ class OtlpReceiver:
         with self._stats_lock:
             self.stats.requests += 1
 
+    # -- the ASGI application ------------------------------------------------------------
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    receiver: OtlpReceiver
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"  # keep-alive: exporters reuse their connection
-    server_version = "pgtrail-otlp"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("pgtrail otlp: %s - " + format, self.address_string(), *args)
-
-    def do_GET(self) -> None:
-        if self.path.split("?")[0] in ("/", "/health"):
-            self._send(HTTPStatus.OK, "text/plain", b"pgtrail OTLP receiver\n")
-        elif self.path.split("?")[0] == TRACES_PATH:
-            self._refuse(
-                _Refusal(
-                    HTTPStatus.METHOD_NOT_ALLOWED,
-                    _UNIMPLEMENTED,
-                    f"{TRACES_PATH} takes POST",
-                    {"Allow": "POST"},
-                ),
-                JSON,
+    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = _headers(scope)
+        method = str(scope["method"])
+        path = str(scope["path"])
+        if method == "POST":
+            await self._post(path, headers, receive, send)
+            return
+        if method in ("GET", "HEAD") and path in ("/", "/health"):
+            await _send(send, HTTPStatus.OK, "text/plain", b"pgtrail OTLP receiver\n")
+            return
+        refusal: _Refusal
+        if path == TRACES_PATH:
+            refusal = _Refusal(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                _UNIMPLEMENTED,
+                f"{TRACES_PATH} takes POST",
+                {"Allow": "POST"},
             )
         else:
-            self._refuse(_not_found(self.path), JSON)
+            refusal = _not_found(path)
+        await self._refuse(send, refusal, JSON, headers, receive, body_read=False)
 
-    def do_POST(self) -> None:
-        receiver = self.server.receiver
-        receiver._count_request()
-        content_type = _media_type(self.headers.get("Content-Type", ""))
+    async def _post(self, path: str, headers: dict[str, str], receive: Receive, send: Send) -> None:
+        self._count_request()
+        content_type = _media_type(headers.get("content-type", ""))
         answer_type = PROTOBUF if content_type in _PROTOBUF_TYPES else JSON
+        body_read = False
         try:
-            if self.path.split("?")[0] != TRACES_PATH:
-                raise _not_found(self.path)
-            self._check_token(receiver.token)
+            if path != TRACES_PATH:
+                raise _not_found(path)
+            self._check_token(headers.get("authorization", ""))
             if content_type not in _PROTOBUF_TYPES and content_type != JSON:
                 raise _Refusal(
                     HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
@@ -261,41 +395,65 @@ class _Handler(BaseHTTPRequestHandler):
                     f"Content-Type {content_type or '(none)'!r} is not supported; "
                     f"send {PROTOBUF} or {JSON}",
                 )
-            body = self._body(receiver.max_body_bytes)
-            try:
-                rejected, reason = receiver.export(body, JSON if content_type == JSON else PROTOBUF)
-            except OtlpDecodeError as exc:
-                raise _Refusal(HTTPStatus.BAD_REQUEST, _INVALID_ARGUMENT, str(exc)) from None
-            except AssemblyUnavailableError as exc:
+            encoding = headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("identity", "", "gzip", "deflate"):
                 raise _Refusal(
-                    HTTPStatus.SERVICE_UNAVAILABLE,
-                    _UNAVAILABLE,
-                    f"traces cannot be assembled right now ({exc}); retry later",
-                    {"Retry-After": str(_RETRY_AFTER_S)},
-                ) from None
+                    HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                    _INVALID_ARGUMENT,
+                    f"Content-Encoding {encoding!r} is not supported; use gzip or none",
+                    close=True,
+                )
+            raw = await self._body(headers, receive)
+            body_read = True
+            self._check_busy()  # after the body: a refused one leaves the connection usable
+            self._pending += 1
+            try:
+                rejected, reason = await self._run_export(
+                    raw, encoding, JSON if content_type == JSON else PROTOBUF
+                )
+            finally:
+                self._pending -= 1
+        except _Disconnected:
+            return
         except _Refusal as refusal:
-            receiver._count_refusal()
-            self._refuse(refusal, answer_type)
+            self._count_refusal()
+            await self._refuse(send, refusal, answer_type, headers, receive, body_read=body_read)
             return
         except Exception:  # never a traceback to the client, never a dead connection
             log.exception("pgtrail: OTLP request failed")
-            receiver._count_refusal()
-            self._refuse(
-                _Refusal(
-                    HTTPStatus.INTERNAL_SERVER_ERROR, 13, "internal error; see the receiver's log"
-                ),
-                answer_type,
+            self._count_refusal()
+            failure = _Refusal(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                _INTERNAL,
+                "internal error; see the receiver's log",
+                close=not body_read,
             )
+            await self._refuse(send, failure, answer_type, headers, receive, body_read=True)
             return
-        self._send(HTTPStatus.OK, answer_type, _success_body(answer_type, rejected, reason))
+        await _send(send, HTTPStatus.OK, answer_type, _success_body(answer_type, rejected, reason))
 
-    def _check_token(self, token: str | None) -> None:
-        if token is None:
+    async def _run_export(self, raw: bytes, encoding: str, content_type: str) -> tuple[int, str]:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._workers, self._export_raw, raw, encoding, content_type
+            )
+        except OtlpDecodeError as exc:
+            raise _Refusal(HTTPStatus.BAD_REQUEST, _INVALID_ARGUMENT, str(exc)) from None
+        except AssemblyUnavailableError as exc:
+            raise _Refusal(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                _UNAVAILABLE,
+                f"traces cannot be assembled right now ({exc}); retry later",
+                {"Retry-After": str(_RETRY_AFTER_S)},
+            ) from None
+
+    def _check_token(self, given: str) -> None:
+        if self.token is None:
             return
-        given = self.headers.get("Authorization", "")
         scheme, _, value = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
-            value.strip().encode(), token.encode()
+            value.strip().encode(), self.token.encode()
         ):
             raise _Refusal(
                 HTTPStatus.UNAUTHORIZED,
@@ -304,97 +462,287 @@ class _Handler(BaseHTTPRequestHandler):
                 {"WWW-Authenticate": 'Bearer realm="pgtrail"'},
             )
 
-    def _body(self, limit: int) -> bytes:
-        """The request body, read within ``limit`` bytes and decompressed within it too."""
-        too_large = _Refusal(
+    def _check_busy(self) -> None:
+        busy = {"Retry-After": str(_BUSY_RETRY_AFTER_S)}
+        if self._pending >= self.limits.max_pending_exports:
+            raise _Refusal(
+                HTTPStatus.TOO_MANY_REQUESTS,
+                _RESOURCE_EXHAUSTED,
+                f"{self._pending} exports are being handled already; retry later",
+                busy,
+            )
+        if self.queue_depth is not None:
+            depth = self.queue_depth()
+            if depth >= self.trail.settings.queue_size:
+                raise _Refusal(
+                    HTTPStatus.TOO_MANY_REQUESTS,
+                    _RESOURCE_EXHAUSTED,
+                    f"the writer's queue is full ({depth:,} records); retry later",
+                    busy,
+                )
+
+    def _queued(self) -> int:
+        return self.trail.queued
+
+    def _too_large(self) -> _Refusal:
+        return _Refusal(
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
             _RESOURCE_EXHAUSTED,
-            f"request body larger than the {limit:,}-byte limit",
+            f"request body larger than the {self.max_body_bytes:,}-byte limit",
+            close=True,
         )
-        encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding not in ("identity", "", "gzip", "deflate"):
-            self.close_connection = True
-            raise _Refusal(
-                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                _INVALID_ARGUMENT,
-                f"Content-Encoding {encoding!r} is not supported; use gzip or none",
-            )
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            raw = self._chunked(limit, too_large)
-        else:
-            length_header = self.headers.get("Content-Length")
-            if length_header is None:
-                self.close_connection = True
-                raise _Refusal(
-                    HTTPStatus.LENGTH_REQUIRED, _INVALID_ARGUMENT, "Content-Length is required"
-                )
-            try:
-                length = int(length_header)
-            except ValueError:
-                self.close_connection = True
-                raise _Refusal(
-                    HTTPStatus.BAD_REQUEST, _INVALID_ARGUMENT, "Content-Length is not a number"
-                ) from None
-            if length > limit:
-                self.close_connection = True  # the unread body must not become the next request
-                raise too_large
-            raw = self.rfile.read(length) if length > 0 else b""
-            if len(raw) != length:
-                self.close_connection = True
-                raise _Refusal(
-                    HTTPStatus.BAD_REQUEST, _INVALID_ARGUMENT, "body shorter than Content-Length"
-                )
-        if encoding in ("gzip", "deflate"):
-            return _decompress(raw, encoding, limit, too_large)
-        return raw
 
-    def _chunked(self, limit: int, too_large: _Refusal) -> bytes:
+    async def _body(self, headers: dict[str, str], receive: Receive) -> bytes:
+        """The request body as sent, within the size limit and the body deadline."""
+        limit = self.max_body_bytes
+        if "chunked" not in headers.get("transfer-encoding", "").lower():
+            length = headers.get("content-length")
+            if length is None:
+                raise _Refusal(
+                    HTTPStatus.LENGTH_REQUIRED,
+                    _INVALID_ARGUMENT,
+                    "Content-Length is required",
+                    close=True,
+                )
+            if _length(length) > limit:
+                raise self._too_large()
         parts: list[bytes] = []
         total = 0
-        while True:
-            line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";")[0].strip(), 16)
-            except ValueError:
-                self.close_connection = True
-                raise _Refusal(
-                    HTTPStatus.BAD_REQUEST, _INVALID_ARGUMENT, "malformed chunked body"
-                ) from None
-            if size == 0:
-                while self.rfile.readline(1024).strip():  # trailers
-                    pass
-                return b"".join(parts)
-            total += size
+        async for chunk in self._chunks(receive):
+            total += len(chunk)
             if total > limit:
-                self.close_connection = True
-                raise too_large
-            parts.append(self.rfile.read(size))
-            self.rfile.readline(8)  # the CRLF after each chunk
+                raise self._too_large()
+            parts.append(chunk)
+        return b"".join(parts)
 
-    def _refuse(self, refusal: _Refusal, answer_type: str) -> None:
+    async def _chunks(self, receive: Receive) -> AsyncIterator[bytes]:
+        """The body's chunks as they arrive; a body slower than the deadline is refused."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.body_timeout_s
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise _Refusal(
+                    HTTPStatus.REQUEST_TIMEOUT,
+                    _DEADLINE_EXCEEDED,
+                    f"the body did not arrive within {self.limits.body_timeout_s:g} s",
+                    close=True,
+                ) from None
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+    async def _discard_body(self, headers: dict[str, str], receive: Receive) -> bool:
+        """Reads and drops a refused request's body when small; True when it was read whole
+        (the connection may serve the next request)."""
+        if "100-continue" in headers.get("expect", "").lower():
+            return False  # the client waits for a go-ahead it will not get
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return False
+        try:
+            length = _length(headers.get("content-length", "0"))
+        except _Refusal:
+            return False
+        if length > self.max_body_bytes:
+            return False
+        if length == 0:
+            return True
+        try:
+            async for _chunk in self._chunks(receive):
+                pass
+        except (_Refusal, _Disconnected):
+            return False
+        return True
+
+    async def _refuse(
+        self,
+        send: Send,
+        refusal: _Refusal,
+        answer_type: str,
+        headers: dict[str, str],
+        receive: Receive,
+        *,
+        body_read: bool,
+    ) -> None:
         if refusal.status >= 500:
             log.warning("pgtrail otlp: %d %s", refusal.status, refusal.message)
         else:
             log.info("pgtrail otlp: %d %s", refusal.status, refusal.message)
+        close = refusal.close
+        if not close and not body_read:
+            close = not await self._discard_body(headers, receive)
+        extra = dict(refusal.headers)
+        if close:
+            extra["Connection"] = "close"
         body = _status_body(answer_type, refusal.code, refusal.message)
-        self._send(refusal.status, answer_type, body, refusal.headers)
+        await _send(send, refusal.status, answer_type, body, extra)
 
-    def _send(
-        self,
-        status: HTTPStatus,
-        content_type: str,
-        body: bytes,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, leaving signals to :func:`serve` (which finalises after it)."""
+
+    out_of_descriptors_said = -math.inf
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        asyncio.get_running_loop().set_exception_handler(self.loop_exception)
+        await super().serve(sockets)
+
+    def loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Says "out of descriptors" once in a while, not once per refused accept.
+
+        Out of descriptors, asyncio logs a traceback for every connection waiting in the
+        backlog (thousands under a flood), pauses accepting for a second, and at shutdown
+        each pending resumption fails on the closed socket.
+        """
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _OUT_OF_RESOURCES:
+            now = loop.time()
+            if now - self.out_of_descriptors_said >= 10:
+                self.out_of_descriptors_said = now
+                log.warning(
+                    "pgtrail otlp: cannot accept connections: %s; retrying every second "
+                    "(raise the open-file limit or lower --max-connections)",
+                    exc.strerror,
+                )
+            return
+        if isinstance(exc, ValueError) and self.should_exit:
+            log.debug("pgtrail otlp: at shutdown: %s", context.get("message"))
+            return
+        loop.default_exception_handler(context)
+
+
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def _protocol_class(header_timeout_s: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with a deadline for each request's headers.
+
+    uvicorn's keep-alive timer only runs between requests and any byte cancels it, so a
+    client sending headers a byte at a time would hold its connection for ever.
+    """
+
+    class HeaderDeadlineProtocol(H11Protocol):
+        header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.arm_header_timer()
+
+        def data_received(self, data: bytes) -> None:
+            if self.header_timer is None and self.conn.their_state is h11.IDLE:
+                self.arm_header_timer()  # the first byte of a request
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:
+                self.cancel_header_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.cancel_header_timer()
+            super().connection_lost(exc)
+
+        def arm_header_timer(self) -> None:
+            self.cancel_header_timer()
+            self.header_timer = self.loop.call_later(header_timeout_s, self.headers_overdue)
+
+        def cancel_header_timer(self) -> None:
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+                self.header_timer = None
+
+        def headers_overdue(self) -> None:
+            self.header_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                log.info(
+                    "pgtrail otlp: closed a connection that sent no complete headers in %g s",
+                    header_timeout_s,
+                )
+                self.transport.close()
+
+    return HeaderDeadlineProtocol
+
+
+def _listen(host: str, port: int, *, reuse_port: bool, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP spelled out: asyncio disables Nagle only on sockets that name it, and with
+    # Nagle a body written after its headers waits out the client's delayed ACK (~40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """Request headers by lower-case name; repeated ones joined with commas."""
+    found: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        found[name] = f"{found[name]}, {value}" if name in found else value
+    return found
+
+
+async def _send(
+    send: Send,
+    status: int,
+    content_type: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+) -> None:
+    # Names keep their case on the wire (h11 writes them as given), as clients may show them.
+    raw = [
+        (b"Content-Type", content_type.encode()),
+        (b"Content-Length", str(len(body)).encode()),
+    ]
+    raw += [(k.encode(), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": int(status), "headers": raw})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def raise_descriptor_limit(needed: int) -> int:
+    """Raises this process's open-file limit towards ``needed`` (up to the hard limit).
+
+    Args:
+        needed: Descriptors wanted: connections plus what the writer and Redis use.
+
+    Returns:
+        The soft limit now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            return soft
+        return wanted
+    return soft
+
+
+def _length(header: str) -> int:
+    """A Content-Length value (h11 has refused differing repeats and non-numbers)."""
+    try:
+        return int(header.split(",")[0].strip())
+    except ValueError:
+        raise _Refusal(
+            HTTPStatus.BAD_REQUEST, _INVALID_ARGUMENT, "Content-Length is not a number", close=True
+        ) from None
 
 
 def _not_found(path: str) -> _Refusal:
@@ -407,20 +755,34 @@ def _media_type(header: str) -> str:
     return header.split(";")[0].strip().lower()
 
 
-def _decompress(raw: bytes, encoding: str, limit: int, too_large: _Refusal) -> bytes:
+def _decompress(raw: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip body (every member of it) or a deflate one, inflated within ``limit`` bytes."""
     wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
-    inflater = zlib.decompressobj(wbits)
-    try:
-        body = inflater.decompress(raw, limit + 1)
-    except zlib.error as exc:
-        raise _Refusal(
-            HTTPStatus.BAD_REQUEST, _INVALID_ARGUMENT, f"body is not valid {encoding}: {exc}"
-        ) from None
-    if len(body) > limit or inflater.unconsumed_tail:
-        raise too_large
-    if not inflater.eof:
-        raise _Refusal(HTTPStatus.BAD_REQUEST, _INVALID_ARGUMENT, f"{encoding} body is truncated")
-    return body
+    too_large = _Refusal(
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        _RESOURCE_EXHAUSTED,
+        f"request body larger than the {limit:,}-byte limit",
+    )
+    out = bytearray()
+    data = raw
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out += inflater.decompress(data, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise _Refusal(
+                HTTPStatus.BAD_REQUEST, _INVALID_ARGUMENT, f"body is not valid {encoding}: {exc}"
+            ) from None
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise too_large
+        if not inflater.eof:
+            raise _Refusal(
+                HTTPStatus.BAD_REQUEST, _INVALID_ARGUMENT, f"{encoding} body is truncated"
+            )
+        data = inflater.unused_data
+        # gzip allows several members one after the other (RFC 1952 2.2); deflate one stream.
+        if encoding != "gzip" or not data:
+            return bytes(out)
 
 
 def _success_body(answer_type: str, rejected: int, reason: str) -> bytes:
@@ -468,14 +830,37 @@ def serve(
     on_ready: Callable[[OtlpReceiver], None] | None = None,
     **options: Any,
 ) -> None:
-    """Runs a receiver on this thread until interrupted, then shuts it down cleanly."""
-    receiver = OtlpReceiver(trail, **options).start()
-    if on_ready is not None:
-        on_ready(receiver)
+    """Runs a receiver until SIGTERM or SIGINT, then shuts it down cleanly.
+
+    The first signal stops accepting and lets the requests in flight finish; a second one
+    stops waiting for them. Then the traces whose root arrived are finalised and the writer
+    is flushed.
+
+    Args:
+        trail: The writer rows are enqueued into.
+        on_ready: Called with the receiver once it listens.
+        **options: Keyword arguments of :class:`OtlpReceiver`.
+    """
+    receiver = OtlpReceiver(trail, **options)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        receiver.stop(force=stopping.is_set())
+        stopping.set()
+
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for handled in (signal.SIGTERM, signal.SIGINT):
+            previous[handled] = signal.signal(handled, on_signal)
     try:
+        receiver.start()
+        if on_ready is not None:
+            on_ready(receiver)
         while receiver.serving:
             receiver.wait(0.5)
     except KeyboardInterrupt:
         pass
     finally:
         receiver.shutdown()
+        for handled, handler in previous.items():
+            signal.signal(handled, handler)
