@@ -9,8 +9,11 @@ meanwhile), and any other Redis error costs only the command that raised it.
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -352,16 +355,69 @@ if ARGV[4] ~= '' then redis.call('zadd', KEYS[4], ARGV[4], ARGV[1]) end
 return false
 """
 
-# Claims a trace for finalising (exactly one caller wins) and takes its spans.
+# Claims a trace for finalising (exactly one caller wins) and takes its spans, each after
+# its span id (so that a span that cannot be read back can still be named).
 # KEYS as above; ARGV: trace id, ttl.
 _CLAIM = """
 redis.call('zrem', KEYS[3], ARGV[1])
 redis.call('zrem', KEYS[4], ARGV[1])
 if not redis.call('set', KEYS[2], '{}', 'NX', 'EX', ARGV[2]) then return false end
-local spans = redis.call('hvals', KEYS[1])
+local spans = redis.call('hgetall', KEYS[1])
 redis.call('del', KEYS[1])
 return spans
 """
+
+
+def database_namespace(dsn: str, db_schema: str) -> str:
+    """The namespace of the OpenTelemetry trace buffer for one target database and schema.
+
+    Receivers that share a Redis and a key prefix but write to different databases (or
+    schemas) must never finalise each other's traces, while receivers writing to the same
+    one (scaled out, ``--reuse-port``, several hosts) must share theirs. The namespace is the
+    first 12 hex digits of a SHA-256 of the DSN's host, port and database name and of
+    ``db_schema``; the password and every other connection parameter stay out of it. Absent
+    parts take libpq's defaults (``PGHOST``, ``PGPORT``, ``PGDATABASE``, ``PGUSER``, port
+    5432, the database named after the user), and host names are compared case-insensitively,
+    so the same database is one namespace however its DSN is spelled, as long as it names the
+    same host: ``localhost`` and ``127.0.0.1`` are two namespaces.
+
+    Args:
+        dsn: The libpq connection string or URL of the database (``Settings.dsn``).
+        db_schema: The schema the logs tables live in (``Settings.db_schema``).
+
+    Returns:
+        12 lower-case hex digits.
+    """
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts: dict[str, Any] = conninfo_to_dict(dsn)
+    except ProgrammingError:  # not a DSN: no connection will work; still never the password
+        parts = {}
+    host = str(parts.get("host") or parts.get("hostaddr") or os.environ.get("PGHOST") or "")
+    port = str(parts.get("port") or os.environ.get("PGPORT") or "5432")
+    user = str(parts.get("user") or os.environ.get("PGUSER") or _os_user())
+    dbname = str(parts.get("dbname") or os.environ.get("PGDATABASE") or user)
+    identity = "\0".join((host.strip().lower(), port.strip(), dbname, db_schema))
+    return hashlib.sha256(identity.encode()).hexdigest()[:12]
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment (libpq would fail the same way)
+        return ""
+
+
+@dataclass(frozen=True)
+class HeldSpan:
+    """One span of a trace, as the buffer holds it."""
+
+    span_id: str
+    """The span, as 16 hex digits."""
+    blob: bytes
+    """Its serialised form."""
 
 
 @dataclass(frozen=True)
@@ -372,8 +428,8 @@ class HeldTrace:
     """The trace, as 32 hex digits."""
     due_at: float | None
     """When to finalise it (its root arrived: now plus the grace period), or None."""
-    spans: list[tuple[str, bytes]]
-    """Each span's id and its serialised form."""
+    spans: list[HeldSpan]
+    """Its spans."""
 
 
 class TraceBuffer:
@@ -389,24 +445,33 @@ class TraceBuffer:
     :class:`~pgtrail.errors.AssemblyUnavailableError`, so that a sender is asked to retry
     rather than told its spans are kept.
 
+    Every key carries the namespace of the target database (see
+    :func:`database_namespace`): ``{prefix}otlp:t:{namespace}:{trace id}:spans`` and
+    ``...:final`` per trace, ``{prefix}otlp:open:{namespace}`` and
+    ``{prefix}otlp:due:{namespace}`` for the sorted sets.
+
     Args:
         url: The Redis URL.
         prefix: The key prefix (``redis_prefix``); the buffer's keys are under ``otlp:``.
+        namespace: The target database's namespace, from :func:`database_namespace`:
+            buffers with different namespaces never see each other's traces.
     """
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, *, namespace: str) -> None:
         redis = _import_redis()
         self._prefix = f"{prefix}otlp:"
+        self.namespace = namespace
         self._client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=10.0)
         self._accept = self._client.register_script(_ACCEPT)
         self._claim = self._client.register_script(_CLAIM)
 
     def _keys(self, trace_id: str) -> list[str]:
+        trace = f"{self._prefix}t:{self.namespace}:{trace_id}"
         return [
-            f"{self._prefix}t:{trace_id}:spans",
-            f"{self._prefix}t:{trace_id}:final",
-            f"{self._prefix}open",
-            f"{self._prefix}due",
+            f"{trace}:spans",
+            f"{trace}:final",
+            f"{self._prefix}open:{self.namespace}",
+            f"{self._prefix}due:{self.namespace}",
         ]
 
     def hold(self, traces: list[HeldTrace], now: float) -> list[bytes | None]:
@@ -427,8 +492,8 @@ class TraceBuffer:
             pipe = self._client.pipeline(transaction=False)
             for trace in traces:
                 args: list[Any] = [trace.trace_id, now, TTL_S, trace.due_at or ""]
-                for span_id, blob in trace.spans:
-                    args += [span_id, blob]
+                for span in trace.spans:
+                    args += [span.span_id, span.blob]
                 self._accept(keys=self._keys(trace.trace_id), args=args, client=pipe)
             return cast("list[bytes | None]", pipe.execute())
         except REDIS_ERRORS as exc:
@@ -445,14 +510,14 @@ class TraceBuffer:
         Raises:
             AssemblyUnavailableError: Redis could not be reached.
         """
-        key = f"{self._prefix}{'due' if due else 'open'}"
+        key = f"{self._prefix}{'due' if due else 'open'}:{self.namespace}"
         try:
             ids = self._client.zrangebyscore(key, "-inf", max_score, start=0, num=limit)
         except REDIS_ERRORS as exc:
             raise AssemblyUnavailableError(f"Redis unavailable: {exc}") from exc
         return [raw.decode() for raw in cast("list[bytes]", ids)]
 
-    def claim(self, trace_ids: list[str]) -> list[list[bytes]]:
+    def claim(self, trace_ids: list[str]) -> list[list[HeldSpan]]:
         """Claims traces for finalising and takes their spans; exactly one caller wins each.
 
         Args:
@@ -471,7 +536,7 @@ class TraceBuffer:
             claimed = pipe.execute()
         except REDIS_ERRORS as exc:
             raise AssemblyUnavailableError(f"Redis unavailable: {exc}") from exc
-        return [list(spans) if spans else [] for spans in claimed]
+        return [_held_spans(spans) if spans else [] for spans in claimed]
 
     def mark_final(self, markers: dict[str, str]) -> None:
         """Records each finalised trace's ids, for the spans that arrive late.
@@ -495,3 +560,10 @@ class TraceBuffer:
     def close(self) -> None:
         """Closes the Redis connection."""
         self._client.close()
+
+
+def _held_spans(flat: list[bytes]) -> list[HeldSpan]:
+    """The spans of a claimed trace, from Redis's flat field, value, field, value... reply."""
+    return [
+        HeldSpan(flat[i].decode(errors="replace"), flat[i + 1]) for i in range(0, len(flat) - 1, 2)
+    ]

@@ -16,6 +16,12 @@ and the records of each span, stamped with the span's time and id. Event ids der
 trace id, span id and record index, so a trace delivered again stores nothing twice. Spans
 that arrive after their trace was finalised still store their records, under the ids the
 execution was finalised with.
+
+One span never costs the others: a span that cannot be held, read back or mapped is logged
+with its trace and span ids, and its trace is finalised with the spans that can. The Redis
+keys carry the target database's namespace
+(:func:`pgtrail.shared_state.database_namespace`), so receivers writing to different
+databases never finalise each other's traces.
 """
 
 from __future__ import annotations
@@ -50,11 +56,12 @@ from pgtrail.otlp.spans import (
     OtlpSpan,
     SpanEvent,
 )
-from pgtrail.shared_state import HeldTrace, TraceBuffer
+from pgtrail.shared_state import HeldSpan, HeldTrace, TraceBuffer, database_namespace
 from pgtrail.tables import LLM
 from pgtrail.trail import Trail
 from pgtrail.writer.record import QueuedRecord
 from pgtrail.writer.redact import Redactor
+from pgtrail.writer.sanitize import MAX_DEPTH
 
 log = logging.getLogger("pgtrail")
 
@@ -64,6 +71,11 @@ _BATCH = 500  # traces finalised per Redis round trip
 SPAN_KIND_SERVER = 2
 SPAN_KIND_CONSUMER = 5
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_BYTES = "$bytes"  # {"$bytes": hex}: a bytes value, in a span held in Redis
+_ESCAPED = "$escaped"  # {"$escaped": {...}}: a caller's dict that would read as a marker
+_MARKERS = (b'"$bytes"', b'"$escaped"')
+_HELD_DEPTH = 64  # deeper values are cut when a span is serialised the careful way
+_INT_RANGE = range(-(2**63), 2**64)  # the integers JSON in Redis keeps exactly
 
 Mapper = Callable[[OtlpSpan], MappedSpan]
 
@@ -95,6 +107,9 @@ class TraceAssembler:
         options: Which attributes name the user, tenant and session; by default from the
             ``PGTRAIL_OTLP_*_ATTRIBUTES`` variables.
         mapper: Span-to-records mapping used instead of :func:`pgtrail.otlp.mapping.map_span`.
+        namespace: The namespace of the traces in Redis; by default the target database's
+            (:func:`pgtrail.shared_state.database_namespace` of the settings' DSN and
+            schema), so that only assemblers writing to the same database share traces.
     """
 
     def __init__(
@@ -104,6 +119,7 @@ class TraceAssembler:
         grace_s: float = DEFAULT_GRACE_S,
         options: MappingOptions | None = None,
         mapper: Mapper | None = None,
+        namespace: str | None = None,
     ) -> None:
         settings = trail.settings
         if settings.redis_url is None:
@@ -118,7 +134,9 @@ class TraceAssembler:
         # With redaction on, spans are redacted before Redis holds them (their identity
         # attributes aside), not only once they become rows.
         self._redaction = (Redactor(), identity_attributes(options)) if settings.redact else None
-        self._buffer = TraceBuffer(settings.redis_url, settings.redis_prefix)
+        if namespace is None:
+            namespace = database_namespace(settings.dsn, settings.db_schema)
+        self._buffer = TraceBuffer(settings.redis_url, settings.redis_prefix, namespace=namespace)
         # One finalising round at a time in this process: a round claims traces before it
         # enqueues their records, so a call that ran alongside one (a flush, say) could
         # return while what the other claimed is not yet in the writer's queue.
@@ -129,26 +147,43 @@ class TraceAssembler:
     def accept(self, spans: Sequence[OtlpSpan]) -> int:
         """Holds ``spans`` until their traces are complete; returns how many were held.
 
-        Spans of traces finalised already have their records enqueued at once.
+        Spans of traces finalised already have their records enqueued at once. A span that
+        cannot be redacted or serialised is logged and left out; the others are held.
+
+        Args:
+            spans: Decoded spans, of any traces.
 
         Raises:
             AssemblyUnavailableError: Redis could not be reached; the caller should ask
                 its sender to retry (spans held already are not held twice).
         """
-        if self._redaction is not None:
-            spans = [redact_span(span, *self._redaction) for span in spans]
         by_trace: dict[str, list[OtlpSpan]] = {}
+        blobs: dict[str, list[HeldSpan]] = {}
         for span in spans:
+            try:
+                if self._redaction is not None:
+                    span = redact_span(span, *self._redaction)
+                held_span = HeldSpan(span_id=span.span_id, blob=_dump_span(span))
+            except Exception:  # one odd span never costs its request the other spans
+                log.exception(
+                    "pgtrail: span %s of trace %s cannot be held; it is left out",
+                    span.span_id,
+                    span.trace_id,
+                )
+                continue
             by_trace.setdefault(span.trace_id, []).append(span)
+            blobs.setdefault(span.trace_id, []).append(held_span)
         if not by_trace:
             return 0
         now = time.time()
         results = self._buffer.hold(
             [
                 HeldTrace(
-                    trace_id,
-                    now + self.grace_s if any(s.parent_span_id is None for s in group) else None,
-                    [(span.span_id, _dump_span(span)) for span in group],
+                    trace_id=trace_id,
+                    due_at=(
+                        now + self.grace_s if any(s.parent_span_id is None for s in group) else None
+                    ),
+                    spans=blobs[trace_id],
                 )
                 for trace_id, group in by_trace.items()
             ],
@@ -197,11 +232,13 @@ class TraceAssembler:
                 log.warning("pgtrail: cannot finalise OpenTelemetry traces now: %s", exc)
                 return done
             markers: dict[str, str] = {}
-            for trace_id, span_blobs in zip(ids, claimed, strict=True):
-                if not span_blobs:
+            for trace_id, held in zip(ids, claimed, strict=True):
+                if not held:
                     continue  # another finaliser won, or nothing was held
+                spans = self._load_spans(trace_id, held)
+                if not spans:
+                    continue
                 try:
-                    spans = [_load_span(blob) for blob in span_blobs]
                     finalised, marker = self._finalise(trace_id, spans)
                 except Exception:  # one trace never stops the others
                     log.exception("pgtrail: could not finalise trace %s", trace_id)
@@ -211,6 +248,23 @@ class TraceAssembler:
             self._write_markers(markers)
             if len(ids) < _BATCH:
                 return done
+
+    def _load_spans(self, trace_id: str, held: list[HeldSpan]) -> list[OtlpSpan]:
+        """The spans of a claimed trace read back; one that cannot be is logged and skipped."""
+        spans: list[OtlpSpan] = []
+        for item in held:
+            try:
+                spans.append(_load_span(item.blob))
+            except Exception:  # one span never costs its trace the others
+                log.exception(
+                    "pgtrail: span %s of trace %s cannot be read back; the trace is "
+                    "finalised without it",
+                    item.span_id,
+                    trace_id,
+                )
+        if not spans:
+            log.error("pgtrail: no span of trace %s could be read back; nothing stored", trace_id)
+        return spans
 
     def _write_markers(self, markers: dict[str, str]) -> None:
         """Remembers each finalised trace's ids, for the spans that arrive late."""
@@ -281,7 +335,7 @@ class TraceAssembler:
         sampler = self.trail.sampler
         sampler.begin(execution_id, workflow, opened_here=True)
         for item in records:
-            sampler.route(execution_id, item)
+            self._route(execution_id, item)
         sampling = sampler.end(execution_id, error=status == "error")
         self.trail.enqueue_execution(
             execution_record(state, processes, status, error, max(finalized, started), sampling)
@@ -309,23 +363,44 @@ class TraceAssembler:
         execution's workflow and feature."""
         items: list[QueuedRecord] = []
         for span in spans:
-            for index, record in enumerate(mapped[span.span_id].records):
-                created = _aware(record.created_at)
-                items.append(
-                    QueuedRecord(
-                        record.table,
-                        record_event_id(span.trace_id, span.span_id, index, created),
-                        execution_id,
-                        created,
-                        ids.tenant_id,
-                        ids.user_id,
-                        ids.session_id,
-                        span.span_id,
-                        dict(record.args),
-                        context=llm_context if record.table == LLM else None,
+            made: list[QueuedRecord] = []
+            try:
+                for index, record in enumerate(mapped[span.span_id].records):
+                    created = _aware(record.created_at)
+                    made.append(
+                        QueuedRecord(
+                            record.table,
+                            record_event_id(span.trace_id, span.span_id, index, created),
+                            execution_id,
+                            created,
+                            ids.tenant_id,
+                            ids.user_id,
+                            ids.session_id,
+                            span.span_id,
+                            dict(record.args),
+                            context=llm_context if record.table == LLM else None,
+                        )
                     )
+            except Exception:  # a mapper's odd record costs only its span's records
+                log.exception(
+                    "pgtrail: the records of span %s of trace %s cannot be made; left out",
+                    span.span_id,
+                    span.trace_id,
                 )
+                continue
+            items += made
         return items
+
+    def _route(self, execution_id: uuid.UUID, item: QueuedRecord) -> None:
+        """Hands one record to the writer through the sampler; a failure costs only it."""
+        try:
+            self.trail.sampler.route(execution_id, item)
+        except Exception:
+            log.exception(
+                "pgtrail: record of span %s of trace %s could not be enqueued; left out",
+                item.span_id,
+                execution_id.hex,
+            )
 
     def _enqueue_late(self, trace_id: str, spans: list[OtlpSpan], marker: dict[str, Any]) -> None:
         """Spans of a trace finalised already: their records, under the trace's ids."""
@@ -340,7 +415,7 @@ class TraceAssembler:
         for record in self._records(execution_id, spans, mapped, ids, llm_context):
             # Through the sampler, like every record: a late span of a sampled-out trace
             # follows its decision while this process still remembers it.
-            self.trail.sampler.route(execution_id, record)
+            self._route(execution_id, record)
         log.info(
             "pgtrail: %d span(s) of trace %s arrived after it was finalised; their records "
             "are stored, the execution's process list is not amended",
@@ -500,13 +575,21 @@ def _json_dict(raw: bytes | str) -> dict[str, Any]:
 
 def _bytes_default(value: Any) -> Any:
     if isinstance(value, bytes | bytearray):
-        return {"$bytes": value.hex()}
+        return {_BYTES: value.hex()}
     if isinstance(value, tuple | set | frozenset):
         return list(value)
     raise TypeError(type(value).__name__)
 
 
 def _dump_span(span: OtlpSpan) -> bytes:
+    """A span as Redis holds it: JSON, bytes as ``{"$bytes": hex}``.
+
+    A caller's own dict that would read back as a marker (its one key ``$bytes`` or
+    ``$escaped``) is wrapped as ``{"$escaped": dict}``, so no value is ever mistaken for
+    another. The fast path serialises as is and takes the careful one only when the result
+    holds a marker's key, or could not be serialised (integers beyond 64 bits, keys that are
+    not strings, strings that are not UTF-8).
+    """
     document = [
         span.trace_id,
         span.span_id,
@@ -523,15 +606,53 @@ def _dump_span(span: OtlpSpan) -> bytes:
         span.scope,
     ]
     try:
-        return orjson.dumps(document, default=_bytes_default)
-    except TypeError:  # integers beyond 64 bits, keys that are not strings
-        return json.dumps(document, default=str).encode()
+        blob = orjson.dumps(document, default=_bytes_default)
+    except TypeError:
+        pass
+    else:
+        if not any(marker in blob for marker in _MARKERS):
+            return blob
+    return orjson.dumps(_held(document, 0), option=orjson.OPT_NON_STR_KEYS)
+
+
+def _held(value: Any, depth: int) -> Any:
+    """``value`` made exactly serialisable: markers for bytes, caller dicts escaped."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if value in _INT_RANGE else str(value)
+    if isinstance(value, bytes | bytearray):
+        return {_BYTES: bytes(value).hex()}
+    if depth > _HELD_DEPTH:
+        return MAX_DEPTH
+    if isinstance(value, dict):
+        inner = {_held_key(k): _held(v, depth + 1) for k, v in value.items()}
+        if len(inner) == 1 and next(iter(inner)) in (_BYTES, _ESCAPED):
+            return {_ESCAPED: inner}
+        return inner
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_held(v, depth + 1) for v in value]
+    return str(value)
+
+
+def _held_key(key: Any) -> str:
+    return _held(key, 0) if isinstance(key, str) else str(key)
 
 
 def _restore(value: Any) -> Any:
+    """A value read back from Redis: the inverse of :func:`_held`."""
     if isinstance(value, dict):
-        if len(value) == 1 and "$bytes" in value and isinstance(value["$bytes"], str):
-            return bytes.fromhex(value["$bytes"])
+        if len(value) == 1:
+            ((key, inner),) = value.items()
+            if key == _BYTES and isinstance(inner, str):
+                try:
+                    return bytes.fromhex(inner)
+                except ValueError:  # held before markers were escaped: the caller's own dict
+                    return value
+            if key == _ESCAPED and isinstance(inner, dict):
+                return {k: _restore(v) for k, v in inner.items()}
         return {k: _restore(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_restore(v) for v in value]
@@ -539,6 +660,14 @@ def _restore(value: Any) -> Any:
 
 
 def _load_span(blob: bytes) -> OtlpSpan:
+    """A span read back from Redis.
+
+    Raises:
+        ValueError: The blob is not a span as :func:`_dump_span` writes one.
+    """
+    document = orjson.loads(blob)
+    if not isinstance(document, list) or len(document) != 13:
+        raise ValueError("not a held span")
     (
         trace_id,
         span_id,
@@ -553,11 +682,11 @@ def _load_span(blob: bytes) -> OtlpSpan:
         events,
         resource,
         scope,
-    ) = orjson.loads(blob)
-    if b'"$bytes"' in blob:  # rare: only byte-string attributes need restoring
+    ) = document
+    if any(marker in blob for marker in _MARKERS):  # rare: only bytes and escapes need it
         attributes, resource = _restore(attributes), _restore(resource)
-        events = [(n, t, _restore(a)) for n, t, a in events]
-    return OtlpSpan(
+        events = [[n, t, _restore(a)] for n, t, a in events]
+    span = OtlpSpan(
         trace_id=trace_id,
         span_id=span_id,
         parent_span_id=parent,
@@ -572,6 +701,23 @@ def _load_span(blob: bytes) -> OtlpSpan:
         resource=resource,
         scope=scope,
     )
+    _check_span(span)
+    return span
+
+
+def _check_span(span: OtlpSpan) -> None:
+    """Raises ValueError unless every field of ``span`` has its type (a span read back)."""
+    texts = [span.trace_id, span.span_id, span.name, span.status_message, span.scope]
+    numbers = [span.kind, span.start_unix_nano, span.end_unix_nano, span.status_code]
+    numbers += [e.time_unix_nano for e in span.events]
+    maps = [span.attributes, span.resource, *(e.attributes for e in span.events)]
+    if (
+        not all(isinstance(t, str) for t in [*texts, *(e.name for e in span.events)])
+        or not (span.parent_span_id is None or isinstance(span.parent_span_id, str))
+        or not all(type(n) is int and n >= 0 for n in numbers)
+        or not all(isinstance(m, dict) for m in maps)
+    ):
+        raise ValueError("a held span with a field of the wrong type")
 
 
 __all__ = [

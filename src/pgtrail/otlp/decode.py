@@ -1,9 +1,15 @@
 """OTLP trace requests, protobuf or JSON, decoded into :class:`~pgtrail.otlp.spans.OtlpSpan`.
 
 A body that cannot be decoded at all raises :class:`OtlpDecodeError` with the reason, before
-anything is stored. A span that decodes but cannot be stored (an all-zero or wrongly sized
-trace or span id) is left out and counted, so the receiver can answer with the OTLP
-``partial_success`` the specification asks for.
+anything is stored. A span that cannot be stored is left out and counted, so the receiver can
+answer with the OTLP ``partial_success`` the specification asks for, while the request's other
+spans are kept: a span whose trace or span id is absent, all zeros, wrongly sized or (in JSON)
+not a hex string, and a protobuf span that does not parse on its own (a string that is not
+UTF-8, values nested beyond the parser's limit). When nothing of a request could be decoded,
+the request is refused with the first span's reason. A JSON span whose ids read but whose
+other fields are malformed (an integer that is not a number, an unknown enum name) refuses
+the request, the reason naming the span by trace id and span id. Attribute values nested
+deeper than 32 levels are cut there (``"[max depth]"``), as the writer's sanitiser would.
 
 The JSON encoding follows the OTLP specification: trace and span ids are hex strings, 64-bit
 integers may be strings, enums may be numbers or names, and field names may be lowerCamelCase
@@ -15,6 +21,8 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +30,14 @@ import orjson
 
 from pgtrail.errors import OtlpDecodeError
 from pgtrail.otlp.spans import OtlpSpan, SpanEvent
+from pgtrail.writer.sanitize import MAX_DEPTH
 
 _MAX_DEPTH = 32
+# JSON containers nested deeper than this are cut before parsing a body the JSON parser
+# refused as too deep; well above where attribute values are cut (_MAX_DEPTH AnyValues).
+_JSON_DEPTH = 256
+_JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+_MAX_FIELD_NUMBER = 2**29 - 1
 _SPAN_KINDS = {
     "SPAN_KIND_UNSPECIFIED": 0,
     "SPAN_KIND_INTERNAL": 1,
@@ -44,19 +58,57 @@ class Decoded:
     spans: list[OtlpSpan] = field(default_factory=list)
     rejected: int = 0
     reason: str = ""
+    malformed: str = ""
+    """The first reason a span was left out for breaking the encoding (not merely invalid)."""
 
-    def reject(self, reason: str) -> None:
-        """Counts one span left out."""
+    def reject(self, reason: str, *, malformed: bool = False) -> None:
+        """Counts one span left out.
+
+        Args:
+            reason: Why, naming the span.
+            malformed: The span breaks the encoding (its ids are not hex, it does not
+                parse), rather than carrying values that cannot be stored.
+        """
         self.rejected += 1
         if not self.reason:
             self.reason = reason
+        if malformed and not self.malformed:
+            self.malformed = reason
+
+    def finish(self) -> Decoded:
+        """This request's outcome; raises when nothing of it could be decoded.
+
+        Raises:
+            OtlpDecodeError: No span was kept and some were malformed.
+        """
+        if not self.spans and self.malformed:
+            raise OtlpDecodeError(self.malformed)
+        return self
+
+
+@dataclass(frozen=True)
+class _LeftOut:
+    """A span left out of its request, and why."""
+
+    reason: str
+    malformed: bool = False
 
 
 # -- protobuf --------------------------------------------------------------------------------
 
 
 def decode_protobuf(body: bytes) -> Decoded:
-    """Decodes an ``ExportTraceServiceRequest`` in the protobuf binary encoding."""
+    """Decodes an ``ExportTraceServiceRequest`` in the protobuf binary encoding.
+
+    A request the parser refuses is decoded again piece by piece, so that a span that does
+    not parse (a string that is not UTF-8, values nested too deep) is left out alone.
+
+    Args:
+        body: The request body, decompressed.
+
+    Raises:
+        OtlpDecodeError: The body is not such a request, or none of its spans decodes.
+    """
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
@@ -65,45 +117,168 @@ def decode_protobuf(body: bytes) -> Decoded:
     try:
         request.ParseFromString(body)
     except Exception as exc:  # protobuf's DecodeError, which has no type stubs
-        raise OtlpDecodeError(f"not a protobuf ExportTraceServiceRequest: {exc}") from None
+        return _decode_protobuf_pieces(body, exc).finish()
     out = Decoded()
     for resource_spans in request.resource_spans:
         resource = _pb_attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name
             for span in scope_spans.spans:
-                trace_id = span.trace_id.hex()
-                span_id = span.span_id.hex()
-                parent = _parent_or_none(span.parent_span_id.hex())
-                problem = _id_problem(trace_id, span_id, parent)
-                if problem:
-                    out.reject(f"span {span.name!r}: {problem}")
-                    continue
-                out.spans.append(
-                    OtlpSpan(
-                        trace_id=trace_id,
-                        span_id=span_id,
-                        parent_span_id=parent,
-                        name=span.name,
-                        kind=int(span.kind),
-                        start_unix_nano=int(span.start_time_unix_nano),
-                        end_unix_nano=int(span.end_time_unix_nano),
-                        status_code=int(span.status.code),
-                        status_message=span.status.message,
-                        attributes=_pb_attributes(span.attributes),
-                        events=tuple(
-                            SpanEvent(
-                                name=event.name,
-                                time_unix_nano=int(event.time_unix_nano),
-                                attributes=_pb_attributes(event.attributes),
-                            )
-                            for event in span.events
-                        ),
-                        resource=resource,
-                        scope=scope,
-                    )
-                )
+                _add_pb_span(out, span, resource, scope)
     return out
+
+
+def _add_pb_span(out: Decoded, span: Any, resource: dict[str, Any], scope: str) -> None:
+    """Adds one parsed protobuf ``Span`` to ``out``, or leaves it out with the reason."""
+    trace_id = span.trace_id.hex()
+    span_id = span.span_id.hex()
+    parent = _parent_or_none(span.parent_span_id.hex())
+    problem = _id_problem(trace_id, span_id, parent)
+    if problem:
+        out.reject(f"span {span.name!r}: {problem}")
+        return
+    out.spans.append(
+        OtlpSpan(
+            trace_id=trace_id,
+            span_id=span_id,
+            parent_span_id=parent,
+            name=span.name,
+            kind=int(span.kind),
+            start_unix_nano=int(span.start_time_unix_nano),
+            end_unix_nano=int(span.end_time_unix_nano),
+            status_code=int(span.status.code),
+            status_message=span.status.message,
+            attributes=_pb_attributes(span.attributes),
+            events=tuple(
+                SpanEvent(
+                    name=event.name,
+                    time_unix_nano=int(event.time_unix_nano),
+                    attributes=_pb_attributes(event.attributes),
+                )
+                for event in span.events
+            ),
+            resource=resource,
+            scope=scope,
+        )
+    )
+
+
+def _decode_protobuf_pieces(body: bytes, error: Exception) -> Decoded:
+    """A request the parser refused, each resource, scope and span parsed on its own.
+
+    Raises:
+        OtlpDecodeError: The body is not a protobuf message at all (``error`` says why).
+    """
+    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    out = Decoded()
+    try:
+        for resource_spans in _submessages(body, 1):
+            resource: dict[str, Any] = {}
+            broken = ""  # why the spans of this resource, or scope, cannot be kept
+            for raw in _submessages(resource_spans, 1):
+                try:
+                    resource = _pb_attributes(Resource.FromString(raw).attributes)
+                except Exception as exc:
+                    broken = f"its resource cannot be decoded: {exc}"
+            for scope_spans in _submessages(resource_spans, 2):
+                scope = ""
+                scope_broken = broken
+                for raw in _submessages(scope_spans, 1):
+                    try:
+                        scope = InstrumentationScope.FromString(raw).name
+                    except Exception as exc:
+                        scope_broken = scope_broken or f"its scope cannot be decoded: {exc}"
+                for raw in _submessages(scope_spans, 2):
+                    try:
+                        if scope_broken:
+                            raise ValueError(scope_broken)
+                        span = Span.FromString(raw)
+                        _add_pb_span(out, span, resource, scope)
+                    except Exception as exc:
+                        reason = f"{_wire_span_name(raw)} cannot be decoded: {exc}"
+                        out.reject(reason, malformed=True)
+    except _WireError:
+        raise OtlpDecodeError(f"not a protobuf ExportTraceServiceRequest: {error}") from None
+    return out
+
+
+class _WireError(ValueError):
+    """Bytes that are not in the protobuf wire format."""
+
+
+@dataclass(frozen=True)
+class _WireField:
+    """One field of a protobuf message, as the wire format carries it."""
+
+    number: int
+    wire_type: int
+    value: bytes  # the payload of a length-delimited field, else empty
+
+
+def _submessages(message: bytes, number: int) -> Iterator[bytes]:
+    """The payloads of the length-delimited fields ``number`` of ``message``."""
+    for found in _wire_fields(message):
+        if found.number == number and found.wire_type == 2:
+            yield found.value
+
+
+def _wire_fields(message: bytes) -> Iterator[_WireField]:
+    """The fields of a protobuf message, read at the wire level (no schema).
+
+    Raises:
+        _WireError: ``message`` is not in the wire format.
+    """
+    position, end = 0, len(message)
+    while position < end:
+        tag, position = _read_varint(message, position)
+        number, wire_type = tag >> 3, tag & 7
+        if not 1 <= number <= _MAX_FIELD_NUMBER:
+            raise _WireError(f"field number {number}")
+        value = b""
+        if wire_type == 0:
+            _, position = _read_varint(message, position)
+        elif wire_type == 1:
+            position += 8
+        elif wire_type == 5:
+            position += 4
+        elif wire_type == 2:
+            length, position = _read_varint(message, position)
+            value = message[position : position + length]
+            position += length
+        else:  # groups, long deprecated, and wire types that do not exist
+            raise _WireError(f"wire type {wire_type}")
+        if position > end:
+            raise _WireError("truncated message")
+        yield _WireField(number, wire_type, value)
+
+
+def _read_varint(data: bytes, position: int) -> tuple[int, int]:
+    """The varint at ``position`` and the position after it."""
+    value = 0
+    for shift in range(0, 70, 7):
+        if position >= len(data):
+            raise _WireError("truncated varint")
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+    raise _WireError("varint longer than 10 bytes")
+
+
+def _wire_span_name(raw: bytes) -> str:
+    """``span <span id> of trace <trace id>``, read from a span's bytes as far as they go."""
+    ids = {1: "", 2: ""}
+    try:
+        for found in _wire_fields(raw):
+            if found.number in ids and found.wire_type == 2:
+                ids[found.number] = found.value.hex()
+    except _WireError:
+        pass
+    return f"span {ids[2] or '(unreadable)'} of trace {ids[1] or '(unreadable)'}"
 
 
 def _pb_attributes(pairs: Any) -> dict[str, Any]:
@@ -112,7 +287,7 @@ def _pb_attributes(pairs: Any) -> dict[str, Any]:
 
 def _pb_value(value: Any, depth: int) -> Any:
     if depth > _MAX_DEPTH:
-        raise OtlpDecodeError(f"attribute values nested deeper than {_MAX_DEPTH} levels")
+        return MAX_DEPTH
     kind = value.WhichOneof("value")
     if kind is None:
         return None
@@ -127,12 +302,16 @@ def _pb_value(value: Any, depth: int) -> Any:
 
 
 def decode_json(body: bytes) -> Decoded:
-    """Decodes an ``ExportTraceServiceRequest`` in the OTLP JSON encoding."""
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise OtlpDecodeError(f"not valid JSON: {exc}") from None
-    request = _object(document, "request")
+    """Decodes an ``ExportTraceServiceRequest`` in the OTLP JSON encoding.
+
+    Args:
+        body: The request body, decompressed.
+
+    Raises:
+        OtlpDecodeError: The body is not such a request, a span's fields other than its
+            ids are malformed (the reason names it), or none of its spans decodes.
+    """
+    request = _object(_load_json(body), "request")
     out = Decoded()
     for i, resource_spans in enumerate(_array(request, "resourceSpans", "resource_spans")):
         where = f"resourceSpans[{i}]"
@@ -149,21 +328,83 @@ def decode_json(body: bytes) -> Decoded:
             scope_obj = _get(scope_spans, "scope", "instrumentationLibrary") or {}
             scope = _string(_get(_object(scope_obj, f"{swhere}.scope"), "name"), swhere)
             for k, span in enumerate(_array(scope_spans, "spans")):
-                decoded = _json_span(_object(span, f"{swhere}.spans[{k}]"), f"{swhere}.spans[{k}]")
-                if isinstance(decoded, str):
-                    out.reject(decoded)
+                decoded = _json_span(span, f"{swhere}.spans[{k}]")
+                if isinstance(decoded, _LeftOut):
+                    out.reject(decoded.reason, malformed=decoded.malformed)
                     continue
                 out.spans.append(OtlpSpan(**decoded, resource=resource, scope=scope))
-    return out
+    return out.finish()
 
 
-def _json_span(span: dict[str, Any], where: str) -> dict[str, Any] | str:
+def _load_json(body: bytes) -> Any:
+    """The parsed body; one nested beyond the parser's limit is parsed with its depths cut.
+
+    Raises:
+        OtlpDecodeError: The body is not JSON.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        error = exc
+    if "depth" in str(error):
+        try:
+            return orjson.loads(_cut_deep(body, _JSON_DEPTH))
+        except orjson.JSONDecodeError:
+            pass
+    raise OtlpDecodeError(f"not valid JSON: {error}")
+
+
+def _cut_deep(body: bytes, limit: int) -> bytes:
+    """``body`` with every array or object nested deeper than ``limit`` replaced by null."""
+    parts: list[bytes] = []
+    depth = 0
+    kept_to = 0  # body[:kept_to] is in parts already, or was cut
+    cut_from = 0
+    for token in _JSON_TOKENS.finditer(body):
+        mark = token.group()
+        if mark in (b"[", b"{"):
+            depth += 1
+            if depth == limit + 1:
+                cut_from = token.start()
+        elif mark in (b"]", b"}"):
+            if depth == limit + 1:
+                parts += [body[kept_to:cut_from], b"null"]
+                kept_to = token.end()
+            depth -= 1
+    parts.append(body[kept_to:])
+    return b"".join(parts)
+
+
+def _json_span(span: Any, where: str) -> dict[str, Any] | _LeftOut:
+    """A JSON span's fields, or why it is left out.
+
+    Raises:
+        OtlpDecodeError: Its ids read but another field is malformed (named by its ids).
+    """
+    if not isinstance(span, dict):
+        return _LeftOut(f"{where} must be a JSON object, not {_kind(span)}", malformed=True)
+    try:
+        trace_id = _hex_id(_get(span, "traceId", "trace_id"), f"{where}.traceId")
+        span_id = _hex_id(_get(span, "spanId", "span_id"), f"{where}.spanId")
+        parent = _parent_or_none(
+            _hex_id(_get(span, "parentSpanId", "parent_span_id"), f"{where}.parentSpanId")
+        )
+    except OtlpDecodeError as exc:  # a span that cannot even be named is left out alone
+        return _LeftOut(str(exc), malformed=True)
+    try:
+        decoded = _json_span_fields(span, where, trace_id, span_id, parent)
+    except OtlpDecodeError as exc:
+        named = f"span {span_id or '(none)'} of trace {trace_id or '(none)'}"
+        raise OtlpDecodeError(f"{named}: {exc}") from None
+    problem = _id_problem(trace_id, span_id, parent)
+    return _LeftOut(f"span {decoded['name']!r}: {problem}") if problem else decoded
+
+
+def _json_span_fields(
+    span: dict[str, Any], where: str, trace_id: str, span_id: str, parent: str | None
+) -> dict[str, Any]:
+    """The :class:`OtlpSpan` fields of a JSON span but its resource and scope."""
     name = _string(_get(span, "name"), f"{where}.name")
-    trace_id = _hex_id(_get(span, "traceId", "trace_id"), f"{where}.traceId")
-    span_id = _hex_id(_get(span, "spanId", "span_id"), f"{where}.spanId")
-    parent = _parent_or_none(
-        _hex_id(_get(span, "parentSpanId", "parent_span_id"), f"{where}.parentSpanId")
-    )
     status = _object(_get(span, "status") or {}, f"{where}.status")
     events = []
     for n, event in enumerate(_array(span, "events")):
@@ -176,9 +417,9 @@ def _json_span(span: dict[str, Any], where: str) -> dict[str, Any] | str:
                 attributes=_json_attributes(event, ewhere),
             )
         )
-    # Every field is read first: a malformed span refuses the request even when its ids
-    # alone would only have left it out.
-    decoded = {
+    # Every field is read: a malformed span refuses the request even when its ids alone
+    # would only have left it out.
+    return {
         "trace_id": trace_id,
         "span_id": span_id,
         "parent_span_id": parent,
@@ -195,8 +436,6 @@ def _json_span(span: dict[str, Any], where: str) -> dict[str, Any] | str:
         "attributes": _json_attributes(span, where),
         "events": tuple(events),
     }
-    problem = _id_problem(trace_id, span_id, parent)
-    return f"span {name!r}: {problem}" if problem else decoded
 
 
 def _json_attributes(holder: dict[str, Any], where: str) -> dict[str, Any]:
@@ -210,7 +449,7 @@ def _json_attributes(holder: dict[str, Any], where: str) -> dict[str, Any]:
 
 def _json_value(value: Any, where: str, depth: int) -> Any:
     if depth > _MAX_DEPTH:
-        raise OtlpDecodeError(f"{where}: values nested deeper than {_MAX_DEPTH} levels")
+        return MAX_DEPTH
     if value is None:
         return None
     value = _object(value, where)
