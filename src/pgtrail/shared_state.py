@@ -557,6 +557,18 @@ class TraceBuffer:
         except REDIS_ERRORS as exc:
             raise AssemblyUnavailableError(f"Redis unavailable: {exc}") from exc
 
+    def pending(self) -> int:
+        """How many traces are open (held, not yet finalised) in this namespace.
+
+        Raises:
+            AssemblyUnavailableError: Redis could not be reached.
+        """
+        try:
+            count = self._client.zcard(f"{self._prefix}open:{self.namespace}")
+        except REDIS_ERRORS as exc:
+            raise AssemblyUnavailableError(f"Redis unavailable: {exc}") from exc
+        return int(cast("int", count))
+
     def close(self) -> None:
         """Closes the Redis connection."""
         self._client.close()

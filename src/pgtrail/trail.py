@@ -30,7 +30,7 @@ from pgtrail.executions import JOINED_EVENT
 from pgtrail.ids import new_span_id, uuid7, uuid_or_none
 from pgtrail.propagation import TraceContext
 from pgtrail.shared_state import RedisState
-from pgtrail.writer.flusher import Flusher, FlushStats
+from pgtrail.writer.flusher import Flusher, FlushStats, WriterMetrics
 from pgtrail.writer.freeze import members
 from pgtrail.writer.record import QueuedRecord
 from pgtrail.writer.redact import Redactor
@@ -824,6 +824,17 @@ class Trail:
     def stats(self) -> FlushStats:
         """Counters: enqueued, written, spooled, replayed, rejected (with recent reasons)."""
         return self._flusher.stats
+
+    def metrics(self) -> WriterMetrics:
+        """A snapshot of the writer's counters and gauges, for an application's own metrics.
+
+        Enqueued, written by table, rejected, spooled, replayed and dropped records, the
+        spool's files and bytes on disk, the queue's depth and whether PostgreSQL is known
+        up (see :class:`~pgtrail.writer.flusher.WriterMetrics`). Cheap enough to call on
+        every scrape: it lists the spool folder and copies counters, never waits on the
+        database.
+        """
+        return self._flusher.metrics()
 
     def flush(self, timeout: float | None = 60.0) -> bool:
         """Writes (or spools) everything logged so far; True when done within ``timeout``.

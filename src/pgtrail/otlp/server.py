@@ -8,6 +8,10 @@ and the retryable codes with a ``Retry-After`` header: 429 while the receiver is
 many exports waiting, or the writer's queue full) and 503 while Redis, where traces
 assemble, is unreachable.
 
+``GET /health`` answers 200 while spans can be taken and 503 while Redis is unreachable
+(a JSON body saying what is up when the request accepts ``application/json``), and
+``GET /metrics`` the receiver's and the writer's counters in Prometheus text format.
+
 The HTTP server is uvicorn (widely used in production, h11 parser with strict request
 framing) running a plain ASGI application. Its limits: a connection must send a request's
 headers within ``header_timeout_s`` of opening or of its first byte, and the body within
@@ -38,7 +42,7 @@ import socket
 import threading
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import FrameType
 from typing import Any
@@ -60,11 +64,20 @@ from pgtrail.otlp.assemble import (
 )
 from pgtrail.otlp.decode import Decoded, decode_json, decode_protobuf
 from pgtrail.otlp.mapping import MappingOptions
+from pgtrail.otlp.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from pgtrail.otlp.metrics import ReceiverMetrics, render
+from pgtrail.shared_state import TraceBuffer, database_namespace
 from pgtrail.trail import Trail
+from pgtrail.writer.flusher import WriterMetrics
 
 log = logging.getLogger("pgtrail")
 
 TRACES_PATH = "/v1/traces"
+HEALTH_PATH = "/health"
+METRICS_PATH = "/metrics"
+_ROUTES = frozenset({TRACES_PATH, HEALTH_PATH, METRICS_PATH, "/"})
+_OTHER_ROUTE = "other"  # every unknown path under one label: clients cannot grow the series
+_PROBE_TIMEOUT_S = 3.0
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _PROTOBUF_TYPES = {PROTOBUF, "application/protobuf"}
@@ -132,12 +145,21 @@ class _Disconnected(Exception):
 
 @dataclass
 class ReceiverStats:
-    """Counters since the receiver started."""
+    """Counters since the receiver started.
+
+    ``requests`` and ``refused`` count ``POST`` requests (all, and those answered with an
+    error); ``responses`` counts every answer by (route, status code), routes other than the
+    receiver's own counted as ``other``. ``spans_rejected`` counts spans left out of
+    accepted requests (``partial_success``), ``spans_unheld`` those decoded but not held
+    because Redis was unreachable.
+    """
 
     requests: int = 0
     spans_accepted: int = 0
     spans_rejected: int = 0
     refused: int = 0
+    spans_unheld: int = 0
+    responses: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -219,6 +241,19 @@ class OtlpReceiver:
         self.finaliser = Finaliser(
             self.assembler, idle_s=idle_s, interval_s=min(0.5, max(0.05, grace_s / 4))
         )
+        # Health and metrics ask Redis on a connection and a thread of their own: a probe
+        # never waits behind exports, and after the first one its connection is already
+        # open when the process runs short of descriptors.
+        settings = trail.settings
+        self._probe_buffer = TraceBuffer(
+            str(settings.redis_url),
+            settings.redis_prefix,
+            namespace=database_namespace(settings.dsn, settings.db_schema),
+        )
+        self._prober = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="pgtrail-otlp-probe"
+        )
+        self._probe: asyncio.Future[int | None] | None = None  # touched on the loop only
         self._socket = _listen(host, port, reuse_port=reuse_port, backlog=self.limits.backlog)
         self._address: tuple[str, int] = self._socket.getsockname()[:2]
         self._workers = concurrent.futures.ThreadPoolExecutor(
@@ -269,6 +304,7 @@ class OtlpReceiver:
         (or a signal handler)."""
         self._started = True
         self.finaliser.start()
+        self._prober.submit(self._pending_traces)  # opens the probe's connection early
         try:
             self._server.run(sockets=[self._socket])
         finally:
@@ -318,6 +354,93 @@ class OtlpReceiver:
         self.finaliser.stop(finalise_rooted=True)
         self.trail.flush()
         self.assembler.close()
+        self._prober.shutdown(wait=False, cancel_futures=True)
+        self._probe_buffer.close()
+
+    # -- health and metrics ----------------------------------------------------------------
+
+    def metrics(self, traces_pending: int | None) -> ReceiverMetrics:
+        """A snapshot of the receiver's counters.
+
+        Args:
+            traces_pending: Open traces in Redis, or None when Redis did not answer (the
+                snapshot then says Redis is down).
+        """
+        with self._stats_lock:
+            stats = self.stats
+            return ReceiverMetrics(
+                responses=dict(stats.responses),
+                spans_accepted=stats.spans_accepted,
+                spans_refused={
+                    "invalid": stats.spans_rejected,
+                    "redis_unavailable": stats.spans_unheld,
+                },
+                exports_in_progress=self._pending,
+                redis_up=traces_pending is not None,
+                traces_pending=traces_pending,
+            )
+
+    def _pending_traces(self) -> int | None:
+        """Open traces in Redis, or None when it cannot be reached (on the probe thread)."""
+        try:
+            return self._probe_buffer.pending()
+        except AssemblyUnavailableError as exc:
+            log.debug("pgtrail otlp: Redis probe failed: %s", exc)
+            return None
+
+    async def _probe_redis(self) -> int | None:
+        """Open traces in Redis, or None when it does not answer within a few seconds.
+
+        Requests arriving while a probe runs share its answer: a crowd of health checks
+        against a silent Redis costs one probe, not one thread each.
+        """
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.wrap_future(self._prober.submit(self._pending_traces))
+        try:
+            async with asyncio.timeout(_PROBE_TIMEOUT_S):
+                return await asyncio.shield(self._probe)
+        except (TimeoutError, RuntimeError):  # RuntimeError: the prober is shut down
+            return None
+
+    async def _health(self, headers: dict[str, str], send: Send) -> None:
+        """``GET /health``: 200 while spans can be taken, 503 while Redis is unreachable.
+
+        Like every ``GET`` route it asks for no token, whatever ``token`` is: load balancers
+        and orchestrators probe without credentials, and the answer holds no span content,
+        only what is up. The receiver listens on loopback unless told otherwise; when it
+        listens wider, so does this.
+
+        PostgreSQL being away is reported (``"postgresql": "spooling"``) but is no 503:
+        the writer keeps the rows in its spool. The body is JSON when the request accepts
+        ``application/json``, else the plain text it has always been, so existing probes
+        that compare it keep working.
+        """
+        redis_up = await self._probe_redis() is not None
+        writer = self.trail.metrics()
+        status = HTTPStatus.OK if redis_up else HTTPStatus.SERVICE_UNAVAILABLE
+        if JSON in headers.get("accept", "").lower():
+            body = orjson.dumps(_health_body(redis_up, writer))
+            await _send(send, status, JSON, body)
+        elif redis_up:
+            await _send(send, status, "text/plain", b"pgtrail OTLP receiver\n")
+        else:
+            await _send(send, status, "text/plain", b"pgtrail OTLP receiver: redis down\n")
+
+    async def _metrics(self, send: Send) -> None:
+        """``GET /metrics``: the receiver's and the writer's counters, Prometheus text format.
+
+        No token, like ``/health`` and for the same reasons: scrapers probe without
+        credentials and the page holds counts, never span content.
+        """
+        receiver = self.metrics(await self._probe_redis())
+        page = render(receiver, self.trail.metrics())
+        await _send(send, HTTPStatus.OK, METRICS_CONTENT_TYPE, page)
+
+    def _count_response(self, path: str, status: int) -> None:
+        route = path if path in _ROUTES else _OTHER_ROUTE
+        with self._stats_lock:
+            responses = self.stats.responses
+            responses[route, status] = responses.get((route, status), 0) + 1
 
     # -- one request -----------------------------------------------------------------------
 
@@ -333,7 +456,12 @@ class OtlpReceiver:
             AssemblyUnavailableError: Redis is unreachable; nothing was held.
         """
         decoded: Decoded = decode_protobuf(body) if content_type != JSON else decode_json(body)
-        accepted = self.assembler.accept(decoded.spans)
+        try:
+            accepted = self.assembler.accept(decoded.spans)
+        except AssemblyUnavailableError:
+            with self._stats_lock:
+                self.stats.spans_unheld += len(decoded.spans)
+            raise
         with self._stats_lock:
             self.stats.spans_accepted += accepted
             self.stats.spans_rejected += decoded.rejected
@@ -358,13 +486,30 @@ class OtlpReceiver:
     async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        path = str(scope["path"])
+
+        async def counted(message: Message) -> None:
+            # Counted as the answer starts: before the client can see it, so a scrape that
+            # follows an answer always includes it.
+            if message["type"] == "http.response.start":
+                self._count_response(path, int(message["status"]))
+            await send(message)
+
+        await self._route(scope, path, receive, counted)
+
+    async def _route(self, scope: Scope, path: str, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
         method = str(scope["method"])
-        path = str(scope["path"])
         if method == "POST":
             await self._post(path, headers, receive, send)
             return
-        if method in ("GET", "HEAD") and path in ("/", "/health"):
+        if method in ("GET", "HEAD") and path == HEALTH_PATH:
+            await self._health(headers, send)
+            return
+        if method in ("GET", "HEAD") and path == METRICS_PATH:
+            await self._metrics(send)
+            return
+        if method in ("GET", "HEAD") and path == "/":
             await _send(send, HTTPStatus.OK, "text/plain", b"pgtrail OTLP receiver\n")
             return
         refusal: _Refusal
@@ -783,6 +928,17 @@ def _decompress(raw: bytes, encoding: str, limit: int) -> bytes:
         # gzip allows several members one after the other (RFC 1952 2.2); deflate one stream.
         if encoding != "gzip" or not data:
             return bytes(out)
+
+
+def _health_body(redis_up: bool, writer: WriterMetrics) -> dict[str, Any]:
+    """What ``/health`` says in JSON: overall status, then each dependency."""
+    return {
+        "status": "ok" if redis_up else "unavailable",
+        "redis": "up" if redis_up else "down",
+        "postgresql": "up" if writer.postgresql_up else "spooling",
+        "spool_files": writer.spool_files,
+        "queue_depth": writer.queue_depth,
+    }
 
 
 def _success_body(answer_type: str, rejected: int, reason: str) -> bytes:

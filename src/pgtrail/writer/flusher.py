@@ -15,12 +15,13 @@ enqueued is the parent's to write.
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -34,7 +35,7 @@ from pgtrail.writer import copytext
 from pgtrail.writer.freeze import freeze
 from pgtrail.writer.prepare import RecordPreparer, Rejected
 from pgtrail.writer.record import QueuedRecord
-from pgtrail.writer.sink import Sink
+from pgtrail.writer.sink import RejectedRow, Sink
 from pgtrail.writer.spool import Batch, Spool
 
 log = logging.getLogger("pgtrail")
@@ -69,10 +70,16 @@ Job = PreparedBatch | Order
 
 @dataclass
 class FlushStats:
-    """Counters of what the writer did since it started."""
+    """Counters of what the writer did since it started.
+
+    ``written`` counts the rows stored straight from the queue, ``written_by_table`` the
+    same rows by table (counted once per stored batch); rows stored from the spool are
+    counted in ``replayed``.
+    """
 
     enqueued: int = 0
     written: int = 0
+    written_by_table: dict[str, int] = field(default_factory=dict)
     spooled: int = 0
     replayed: int = 0
     rejected: int = 0
@@ -84,6 +91,41 @@ class FlushStats:
     recent_rejections: collections.deque[Rejected] = field(
         default_factory=lambda: collections.deque(maxlen=_REJECTED_KEPT)
     )
+
+
+@dataclass(frozen=True)
+class WriterMetrics:
+    """A snapshot of the writer's counters and gauges, for an application's own metrics.
+
+    Args:
+        enqueued: Records enqueued since the writer started.
+        written_by_table: Rows stored straight from the queue, by table name.
+        rejected: Records refused (invalid, or refused by PostgreSQL) and not stored.
+        spooled: Rows written to the on-disk spool (PostgreSQL away, or the queue full).
+        replayed: Spooled rows stored in PostgreSQL later.
+        dropped: Rows lost because PostgreSQL and the spool both refused them.
+        spool_files: Batches waiting in the spool now.
+        spool_bytes: Bytes those batches take on disk.
+        queue_depth: Records waiting in memory for the writer now.
+        postgresql_up: False while PostgreSQL is known unreachable (its last write or probe
+            failed): rows then go to the spool.
+    """
+
+    enqueued: int
+    written_by_table: Mapping[str, int]
+    rejected: int
+    spooled: int
+    replayed: int
+    dropped: int
+    spool_files: int
+    spool_bytes: int
+    queue_depth: int
+    postgresql_up: bool
+
+    @property
+    def written(self) -> int:
+        """Rows stored straight from the queue, all tables together."""
+        return sum(self.written_by_table.values())
 
 
 def _merged(first: Batch, second: Batch) -> Batch:
@@ -324,6 +366,7 @@ class Flusher:
         if self._db_down_until:  # it went away since the batch was prepared
             self._to_spool(batch, rows)
             return
+        refused: list[RejectedRow] = []
         try:
             self.sink.ensure_partitions(batch)
             self.sink.write(batch)
@@ -347,6 +390,11 @@ class Flusher:
         self._db_up()
         self.stats.written += rows
         self.stats.batches += 1
+        by_table = self.stats.written_by_table
+        for table, table_rows in batch.items():
+            by_table[table] = by_table.get(table, 0) + len(table_rows)
+        for r in refused:
+            by_table[r.table] -= 1
 
     def _to_spool(self, batch: Batch, rows: int) -> bool:
         """Spools a batch; when the spool cannot take it, counts it dropped (never raises).
@@ -465,6 +513,29 @@ class Flusher:
             )
 
     # -- control ----------------------------------------------------------------------
+
+    def metrics(self) -> WriterMetrics:
+        """A snapshot of the counters, the spool on disk and the queue (see
+        :class:`WriterMetrics`); reads the spool folder, never the database."""
+        stats = self.stats
+        files = 0
+        size = 0
+        for path in self.spool.files():
+            with contextlib.suppress(OSError):  # replayed and removed meanwhile
+                size += path.stat().st_size
+                files += 1
+        return WriterMetrics(
+            enqueued=stats.enqueued,
+            written_by_table=dict(stats.written_by_table),
+            rejected=stats.rejected,
+            spooled=stats.spooled,
+            replayed=stats.replayed,
+            dropped=stats.dropped,
+            spool_files=files,
+            spool_bytes=size,
+            queue_depth=len(self.queue),
+            postgresql_up=not self._db_down_until,
+        )
 
     def flush(self, timeout: float | None = None) -> bool:
         """Writes everything queued so far; True when the queue emptied in time."""
