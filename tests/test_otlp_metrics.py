@@ -184,6 +184,8 @@ def test_health_says_what_is_up_as_json_or_as_it_always_did(receiver: OtlpReceiv
         "postgresql": "up",
         "spool_files": 0,
         "queue_depth": 0,
+        "journal_spans": 0,
+        "journal_stuck_spans": 0,
     }
     assert get(receiver, "/health")[::2] == (200, b"pgtrail OTLP receiver\n")
 
@@ -240,9 +242,11 @@ def test_trail_metrics_count_the_spool_while_postgresql_is_unreachable(
     assert metrics.postgresql_up is False
 
 
-def test_health_reports_postgresql_spooling_without_a_503(settings: Settings) -> None:
+def test_without_the_journal_health_reports_postgresql_spooling_without_a_503(
+    settings: Settings,
+) -> None:
     trail = Trail(settings.model_copy(update={"dsn": UNREACHABLE}))
-    receiver = OtlpReceiver(trail, port=0, token=TOKEN, grace_s=0.1).start()
+    receiver = OtlpReceiver(trail, port=0, token=TOKEN, grace_s=0.1, durable=False).start()
     try:
         assert post(receiver, trace_request("a7" * 16)) == 200
         time.sleep(0.2)
@@ -257,6 +261,31 @@ def test_health_reports_postgresql_spooling_without_a_503(settings: Settings) ->
         assert value(samples, "pgtrail_postgresql_up") == 0
         assert value(samples, "pgtrail_spool_files") > 0
         assert value(samples, "pgtrail_records_spooled_total") >= 4
+    finally:
+        receiver.shutdown()
+        trail.close()
+
+
+def test_a_durable_receiver_refuses_exports_and_says_postgresql_is_down_when_it_is(
+    settings: Settings,
+) -> None:
+    # Its acknowledgement follows a commit to PostgreSQL: without one there is no 200.
+    trail = Trail(settings.model_copy(update={"dsn": UNREACHABLE}))
+    receiver = OtlpReceiver(trail, port=0, token=TOKEN, grace_s=0.1).start()
+    try:
+        assert post(receiver, trace_request("a8" * 16)) == 503
+        status, _, body = get(receiver, "/health", Accept="application/json")
+        answer = json.loads(body)
+        assert status == 503
+        assert (answer["status"], answer["redis"], answer["postgresql"]) == (
+            "unavailable",
+            "up",
+            "down",
+        )
+        assert get(receiver, "/health")[::2] == (503, b"pgtrail OTLP receiver: postgresql down\n")
+        samples, _ = parse(get(receiver, "/metrics")[2].decode())
+        assert value(samples, "pgtrail_otlp_journal_up") == 0
+        assert value(samples, "pgtrail_otlp_spans_refused_total", reason="journal_unavailable") == 2
     finally:
         receiver.shutdown()
         trail.close()

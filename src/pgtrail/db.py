@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import psycopg
@@ -51,6 +52,20 @@ def connect(settings: Settings, *, autocommit: bool = True) -> psycopg.Connectio
         raise ConfigurationError(f"PGTRAIL_DSN is not a valid connection string: {exc}") from exc
     set_search_path(conn, settings.db_schema)
     return conn
+
+
+def connection_options(dsn: str, schema: str) -> str:
+    """libpq ``options`` setting the search path, after any the DSN or PGOPTIONS give.
+
+    For pools, whose connections then start in the schema without a ``SET`` each.
+
+    Args:
+        dsn: The connection string, whose own ``options`` are kept first.
+        schema: The pgtrail schema (a plain identifier, checked in Settings).
+    """
+    given = conninfo_to_dict(dsn).get("options") or os.environ.get("PGOPTIONS", "")
+    # Schema names are plain identifiers (checked in Settings): nothing to quote.
+    return f"{given} -c search_path={schema},public".strip()
 
 
 def set_search_path(conn: psycopg.Connection[Any], schema: str) -> None:

@@ -48,6 +48,14 @@ class AssemblyUnavailableError(PgtrailError):
     """Redis, which holds traces while they assemble, cannot be reached; try again later."""
 
 
+class JournalUnavailableError(AssemblyUnavailableError):
+    """The OTLP receiver's span journal in PostgreSQL cannot be written; try again later.
+
+    A kind of :class:`AssemblyUnavailableError`: either way the receiver cannot promise to
+    store the spans, so the sender is asked to retry.
+    """
+
+
 class OtlpDecodeError(PgtrailError):
     """The request body is not a valid OTLP trace export request; the message says why."""
 

@@ -557,6 +557,22 @@ class TraceBuffer:
         except REDIS_ERRORS as exc:
             raise AssemblyUnavailableError(f"Redis unavailable: {exc}") from exc
 
+    def open_among(self, trace_ids: list[str]) -> set[str]:
+        """Which of ``trace_ids`` are open (spans held, not yet claimed by a finaliser).
+
+        Raises:
+            AssemblyUnavailableError: Redis could not be reached.
+        """
+        key = f"{self._prefix}open:{self.namespace}"
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for trace_id in trace_ids:
+                pipe.zscore(key, trace_id)
+            scores = pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise AssemblyUnavailableError(f"Redis unavailable: {exc}") from exc
+        return {t for t, score in zip(trace_ids, scores, strict=True) if score is not None}
+
     def pending(self) -> int:
         """How many traces are open (held, not yet finalised) in this namespace.
 

@@ -21,6 +21,8 @@ PROMPT: Final = "pgtrail_prompt"
 """Prompt bodies, stored once and referenced by hash."""
 MODEL_PRICE: Final = "pgtrail_model_price"
 """The price per token of each provider's models, by date."""
+OTLP_SPAN_JOURNAL: Final = "pgtrail_otlp_span"
+"""Spans the OTLP receiver acknowledged and has not yet stored as rows."""
 
 LOG_TABLES: Final = (EXECUTION, JOURNEY, AGENT, LLM)
 """The four log tables, keyed by ``execution_id`` and partitioned by day on ``created_at``."""

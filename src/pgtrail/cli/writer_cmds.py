@@ -47,11 +47,13 @@ def sweep_command(
 
 
 def _finalise_idle_traces(trail: Trail, idle_s: float) -> list[uuid.UUID]:
-    """OpenTelemetry traces held in Redis with no new span for ``idle_s``."""
+    """OpenTelemetry traces held in Redis with no new span for ``idle_s``, after the ones a
+    receiver lost are taken back from its span journal."""
     from pgtrail.otlp.assemble import TraceAssembler
 
     assembler = TraceAssembler(trail)
     try:
+        assembler.recover_stranded()
         return [done.execution_id for done in assembler.finalise_idle(idle_s)]
     finally:
         assembler.close()

@@ -31,6 +31,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -43,6 +44,7 @@ import orjson
 from pgtrail.context import ExecutionState, Span
 from pgtrail.errors import AssemblyUnavailableError, PgtrailError
 from pgtrail.executions import execution_record
+from pgtrail.otlp.journal import JournalCounts, JournalEntry, SpanJournal, SpanKey
 from pgtrail.otlp.mapping import (
     MappingOptions,
     identity_attributes,
@@ -110,6 +112,13 @@ class TraceAssembler:
         namespace: The namespace of the traces in Redis; by default the target database's
             (:func:`pgtrail.shared_state.database_namespace` of the settings' DSN and
             schema), so that only assemblers writing to the same database share traces.
+        durable: Commit every accepted span to the span journal in PostgreSQL before
+            :meth:`accept` returns (see :mod:`pgtrail.otlp.journal`), and delete it once its
+            rows are stored; with False, spans held in Redis or claimed by a finaliser that
+            dies are lost.
+        recover_after_s: How long a journalled span may wait to be stored before
+            :meth:`recover_stranded` takes its trace as lost; by default the larger of 60 s
+            and three grace periods.
     """
 
     def __init__(
@@ -120,6 +129,8 @@ class TraceAssembler:
         options: MappingOptions | None = None,
         mapper: Mapper | None = None,
         namespace: str | None = None,
+        durable: bool = True,
+        recover_after_s: float | None = None,
     ) -> None:
         settings = trail.settings
         if settings.redis_url is None:
@@ -141,6 +152,19 @@ class TraceAssembler:
         # enqueues their records, so a call that ran alongside one (a flush, say) could
         # return while what the other claimed is not yet in the writer's queue.
         self._finalising = threading.Lock()
+        self._journal = SpanJournal(settings, max_connections=8) if durable else None
+        self.recover_after_s = (
+            recover_after_s if recover_after_s is not None else max(60.0, 3 * grace_s)
+        )
+        # Spans of finalised traces whose records accept() enqueued: their journal entries
+        # go once the writer has stored what is queued, at the end of the next round.
+        self._stored_late: list[SpanKey] = []
+        self._stored_late_lock = threading.Lock()
+
+    @property
+    def durable(self) -> bool:
+        """True when accepted spans are committed to the span journal first."""
+        return self._journal is not None
 
     # -- intake ------------------------------------------------------------------------------
 
@@ -154,8 +178,10 @@ class TraceAssembler:
             spans: Decoded spans, of any traces.
 
         Raises:
-            AssemblyUnavailableError: Redis could not be reached; the caller should ask
-                its sender to retry (spans held already are not held twice).
+            AssemblyUnavailableError: Redis could not be reached, or (as
+                :class:`~pgtrail.errors.JournalUnavailableError`) the span journal could not
+                be written; the caller should ask its sender to retry (spans held already are
+                not held twice).
         """
         by_trace: dict[str, list[OtlpSpan]] = {}
         blobs: dict[str, list[HeldSpan]] = {}
@@ -175,6 +201,14 @@ class TraceAssembler:
             blobs.setdefault(span.trace_id, []).append(held_span)
         if not by_trace:
             return 0
+        if self._journal is not None:
+            self._journal.record(
+                [
+                    JournalEntry(trace_id, held_span.span_id, held_span.blob)
+                    for trace_id, group_blobs in blobs.items()
+                    for held_span in group_blobs
+                ]
+            )
         now = time.time()
         results = self._buffer.hold(
             [
@@ -195,6 +229,8 @@ class TraceAssembler:
                 held += len(group)
             else:
                 self._enqueue_late(trace_id, group, _json_dict(final))
+                with self._stored_late_lock:
+                    self._stored_late += [SpanKey(trace_id, span.span_id) for span in group]
         return held
 
     # -- finalising --------------------------------------------------------------------------
@@ -218,9 +254,15 @@ class TraceAssembler:
 
     def _finalise_scored(self, due: bool, max_score: float) -> list[Finalised]:
         with self._finalising:
-            return self._finalise_scored_now(due, max_score)
+            stored: list[SpanKey] = []
+            try:
+                return self._finalise_scored_now(due, max_score, stored)
+            finally:
+                self._settle(stored)
 
-    def _finalise_scored_now(self, due: bool, max_score: float) -> list[Finalised]:
+    def _finalise_scored_now(
+        self, due: bool, max_score: float, stored: list[SpanKey]
+    ) -> list[Finalised]:
         done: list[Finalised] = []
         while True:
             try:
@@ -245,9 +287,130 @@ class TraceAssembler:
                     continue
                 markers[trace_id] = marker
                 done.append(finalised)
+                stored += [SpanKey(trace_id, span.span_id) for span in spans]
             self._write_markers(markers)
             if len(ids) < _BATCH:
                 return done
+
+    # -- the journal -------------------------------------------------------------------------
+
+    def _settle(self, stored: list[SpanKey]) -> None:
+        """Once the writer has stored what is queued, forgets the journal entries of
+        ``stored`` and of the late spans enqueued since the last round.
+
+        Entries stay when the writer could not store everything (a flush that timed out, a
+        row dropped): a later recovery stores their spans again, nothing twice.
+        """
+        if self._journal is None:
+            return
+        with self._stored_late_lock:
+            stored += self._stored_late
+            self._stored_late = []
+        if not stored:
+            return
+        dropped = self.trail.stats.dropped
+        if not self.trail.flush() or self.trail.stats.dropped != dropped:
+            log.warning(
+                "pgtrail: the writer did not store every row of %d span(s); their journal "
+                "entries stay, and a recovery stores them again",
+                len(stored),
+            )
+            return
+        try:
+            self._journal.forget(stored)
+        except AssemblyUnavailableError as exc:
+            log.warning("pgtrail: could not clear %d journal entries: %s", len(stored), exc)
+
+    def recover_stranded(self, limit: int = _BATCH) -> int:
+        """Stores the traces the journal still holds past the recovery delay; returns how
+        many were taken.
+
+        Such a trace was lost by a receiver: killed after it claimed the trace from Redis
+        and before its rows were stored, or left out when Redis restarted without its data.
+        A trace still open in Redis is left to assemble. A trace Redis knows nothing of is
+        held again (and finalised in its turn); one Redis marks finalised is stored from the
+        journal at once. Rows have deterministic ids, so a trace stored already is not
+        stored twice.
+
+        Args:
+            limit: How many journal entries to take in one call at most.
+        """
+        if self._journal is None:
+            return 0
+        with self._finalising:
+            try:
+                taken = self._journal.take_stranded(self.recover_after_s, limit)
+            except AssemblyUnavailableError as exc:
+                log.warning("pgtrail: cannot read the span journal now: %s", exc)
+                return 0
+            if not taken:
+                return 0
+            stored: list[SpanKey] = []
+            try:
+                self._recover(taken, stored)
+            except AssemblyUnavailableError as exc:
+                log.warning("pgtrail: cannot recover journalled traces now: %s", exc)
+                self._give_back(list(taken))
+            finally:
+                self._settle(stored)
+            return len(taken)
+
+    def _recover(self, taken: dict[str, list[JournalEntry]], stored: list[SpanKey]) -> None:
+        trace_ids = list(taken)
+        assembling = self._buffer.open_among(trace_ids)
+        self._give_back(sorted(assembling))
+        spans = {
+            trace_id: self._load_spans(
+                trace_id, [HeldSpan(span_id=e.span_id, blob=e.blob) for e in taken[trace_id]]
+            )
+            for trace_id in trace_ids
+            if trace_id not in assembling
+        }
+        spans = {trace_id: group for trace_id, group in spans.items() if group}
+        if not spans:
+            return
+        now = time.time()
+        results = self._buffer.hold(
+            [
+                HeldTrace(
+                    trace_id=trace_id,
+                    due_at=(
+                        now + self.grace_s if any(s.parent_span_id is None for s in group) else None
+                    ),
+                    spans=[HeldSpan(span_id=e.span_id, blob=e.blob) for e in taken[trace_id]],
+                )
+                for trace_id, group in spans.items()
+            ],
+            now,
+        )
+        markers: dict[str, str] = {}
+        for (trace_id, group), final in zip(spans.items(), results, strict=True):
+            if final is None:
+                continue  # assembling again: its finalisation stores it and clears the entries
+            # Finalised before (or claimed by a finaliser that never stored it): stored from
+            # here, execution row included, since the rows may all have been lost.
+            marker = _json_dict(final)
+            try:
+                markers[trace_id] = self._finalise(trace_id, group, marker)[1]
+            except Exception:  # one trace never stops the others
+                log.exception("pgtrail: could not recover trace %s", trace_id)
+                continue
+            stored += [SpanKey(trace_id, span.span_id) for span in group]
+        self._write_markers(markers)
+        log.warning(
+            "pgtrail: recovered %d trace(s) from the span journal (%d held again, %d stored)",
+            len(taken),
+            sum(1 for final in results if final is None),
+            sum(1 for final in results if final is not None),
+        )
+
+    def _give_back(self, trace_ids: list[str]) -> None:
+        if self._journal is None or not trace_ids:
+            return
+        try:
+            self._journal.release(trace_ids)
+        except AssemblyUnavailableError as exc:
+            log.warning("pgtrail: could not give back journal attempts: %s", exc)
 
     def _load_spans(self, trace_id: str, held: list[HeldSpan]) -> list[OtlpSpan]:
         """The spans of a claimed trace read back; one that cannot be is logged and skipped."""
@@ -273,7 +436,14 @@ class TraceAssembler:
         except AssemblyUnavailableError as exc:
             log.warning("pgtrail: could not record finalised traces: %s", exc)
 
-    def _finalise(self, trace_id: str, spans: list[OtlpSpan]) -> tuple[Finalised, str]:
+    def _finalise(
+        self, trace_id: str, spans: list[OtlpSpan], marker: dict[str, Any] | None = None
+    ) -> tuple[Finalised, str]:
+        """Enqueues a trace's execution row and records; returns what it did and its marker.
+
+        ``marker`` holds the ids the trace was finalised under before (a recovery): they
+        win over what the spans say, so records stored again keep their first ids.
+        """
         execution_id = uuid.UUID(hex=trace_id)
         mapped = self._map_trace(spans)
         held = {s.span_id for s in spans}
@@ -291,11 +461,16 @@ class TraceAssembler:
         # The root speaks first for the execution's ids; the other spans fill what it lacks.
         speakers = [mapped[root.span_id]] if root is not None else []
         speakers += [mapped[s.span_id] for s in ordered if s is not root]
-        tenant_id = _first(m.tenant_id for m in speakers) or "default"
-        user_id = _first(m.user_id for m in speakers)
-        session_id = _first(m.session_id for m in speakers)
+        known = marker or {}
+        tenant_id = known.get("tenant_id") or _first(m.tenant_id for m in speakers) or "default"
+        user_id = known.get("user_id") or _first(m.user_id for m in speakers)
+        session_id = known.get("session_id") or _first(m.session_id for m in speakers)
         anchor = root or ordered[0]
-        workflow = _first(m.workflow for m in speakers) or mapped[anchor.span_id].process_name
+        workflow = (
+            known.get("workflow")
+            or _first(m.workflow for m in speakers)
+            or mapped[anchor.span_id].process_name
+        )
         context: dict[str, Any] = {}
         for m in speakers:
             for key, value in m.context.items():
@@ -340,7 +515,7 @@ class TraceAssembler:
         self.trail.enqueue_execution(
             execution_record(state, processes, status, error, max(finalized, started), sampling)
         )
-        marker = json.dumps(
+        new_marker = json.dumps(
             {
                 "tenant_id": tenant_id,
                 "user_id": user_id,
@@ -349,7 +524,7 @@ class TraceAssembler:
                 "feature": context.get("feature"),
             }
         )
-        return Finalised(execution_id, status, len(spans), len(records)), marker
+        return Finalised(execution_id, status, len(spans), len(records)), new_marker
 
     def _records(
         self,
@@ -438,13 +613,25 @@ class TraceAssembler:
         """Every span mapped; records that name no agent get their agent span's."""
         return inherit_agents(spans, {span.span_id: self._map(span) for span in spans})
 
+    def journal_counts(self) -> JournalCounts | None:
+        """How many spans wait in the journal (None when not durable).
+
+        Raises:
+            AssemblyUnavailableError: PostgreSQL could not be reached.
+        """
+        return self._journal.counts() if self._journal is not None else None
+
     def close(self) -> None:
-        """Closes the Redis connection."""
+        """Closes the Redis connection and the journal's."""
         self._buffer.close()
+        if self._journal is not None:
+            self._journal.close()
 
 
 class Finaliser:
-    """A daemon thread that finalises due traces, and idle ones, every ``interval_s``."""
+    """A daemon thread that finalises due traces, and idle ones, every ``interval_s``, and
+    recovers the traces the span journal says were lost (at its first round, then every
+    half recovery delay, at most every 30 s)."""
 
     def __init__(
         self, assembler: TraceAssembler, *, idle_s: float = DEFAULT_IDLE_S, interval_s: float = 0.5
@@ -457,6 +644,7 @@ class Finaliser:
             target=self._run, name="pgtrail-otlp-finaliser", daemon=True
         )
         self._last_idle_check = 0.0
+        self._last_recovery = -math.inf
 
     def start(self) -> Finaliser:
         """Starts the thread."""
@@ -476,6 +664,9 @@ class Finaliser:
             if now - self._last_idle_check >= min(30.0, self.idle_s / 2):
                 self._last_idle_check = now
                 done += self.assembler.finalise_idle(self.idle_s)
+            if now - self._last_recovery >= min(30.0, self.assembler.recover_after_s / 2):
+                self._last_recovery = now
+                self.assembler.recover_stranded()
         except Exception:  # the thread must outlive any surprise
             log.exception("pgtrail: OpenTelemetry finaliser error")
         return done

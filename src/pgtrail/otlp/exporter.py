@@ -59,6 +59,11 @@ class PgtrailSpanExporter(SpanExporter):
             :class:`~pgtrail.otlp.mapping.MappingOptions`).
         retry_s: How long one export retries while Redis is unreachable.
         mapper: Span mapping to use instead of the default one.
+        durable: Commit spans to the span journal before an export returns, as the
+            receiver does (see :mod:`pgtrail.otlp.journal`). Off by default: in-process,
+            there is no sender to acknowledge, and without it the writer's spool keeps the
+            rows while PostgreSQL is away; on, exports fail (and the SDK drops the spans)
+            while PostgreSQL is unreachable, but a killed process loses no exported span.
     """
 
     def __init__(
@@ -70,10 +75,13 @@ class PgtrailSpanExporter(SpanExporter):
         options: MappingOptions | None = None,
         retry_s: float = 30.0,
         mapper: Mapper | None = None,
+        durable: bool = False,
     ) -> None:
         self._owns_trail = trail is None
         self.trail = trail if trail is not None else Trail()
-        self.assembler = TraceAssembler(self.trail, grace_s=grace_s, options=options, mapper=mapper)
+        self.assembler = TraceAssembler(
+            self.trail, grace_s=grace_s, options=options, mapper=mapper, durable=durable
+        )
         self._idle_s = idle_s
         self._interval_s = min(0.5, max(0.05, grace_s / 4))
         self._finaliser: Finaliser | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from pgtrail.otlp.journal import MAX_ATTEMPTS, JournalCounts
 from pgtrail.writer.flusher import WriterMetrics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -31,6 +32,9 @@ class ReceiverMetrics:
         exports_in_progress: Exports decoding, assembling or waiting for a worker now.
         redis_up: Whether Redis answered the last probe.
         traces_pending: Open traces waiting in Redis, or None when Redis did not answer.
+        journal: The span journal's counts, or None when it did not answer or the receiver
+            keeps no journal.
+        journal_up: Whether the span journal answered; None when the receiver keeps none.
     """
 
     responses: Mapping[tuple[str, int], int]
@@ -39,6 +43,8 @@ class ReceiverMetrics:
     exports_in_progress: int
     redis_up: bool
     traces_pending: int | None
+    journal: JournalCounts | None = None
+    journal_up: bool | None = None
 
 
 def render(receiver: ReceiverMetrics, writer: WriterMetrics) -> bytes:
@@ -102,6 +108,29 @@ def render(receiver: ReceiverMetrics, writer: WriterMetrics) -> bytes:
             "gauge",
             "Open traces waiting in Redis to be finalised.",
             [((), receiver.traces_pending)],
+        )
+    if receiver.journal_up is not None:
+        _family(
+            lines,
+            "pgtrail_otlp_journal_up",
+            "gauge",
+            "1 when the span journal in PostgreSQL answered; 0 when it did not.",
+            [((), int(receiver.journal_up))],
+        )
+    if receiver.journal is not None:
+        _family(
+            lines,
+            "pgtrail_otlp_journal_spans",
+            "gauge",
+            "Spans acknowledged and not yet stored as rows.",
+            [((), receiver.journal.waiting)],
+        )
+        _family(
+            lines,
+            "pgtrail_otlp_journal_stuck_spans",
+            "gauge",
+            f"Journalled spans recovered {MAX_ATTEMPTS} times and still not stored: see the log.",
+            [((), receiver.journal.stuck)],
         )
     _family(
         lines,

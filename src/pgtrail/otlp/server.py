@@ -33,6 +33,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
+import functools
 import hmac
 import logging
 import math
@@ -40,6 +41,7 @@ import resource
 import signal
 import socket
 import threading
+import weakref
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping
 from dataclasses import dataclass, field
@@ -52,7 +54,8 @@ import orjson
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from pgtrail.errors import OtlpDecodeError
+from pgtrail.errors import JournalUnavailableError, OtlpDecodeError
+from pgtrail.jsonapi import api as json_api
 from pgtrail.otlp import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT
 from pgtrail.otlp.assemble import (
     DEFAULT_GRACE_S,
@@ -63,6 +66,7 @@ from pgtrail.otlp.assemble import (
     TraceAssembler,
 )
 from pgtrail.otlp.decode import Decoded, decode_json, decode_protobuf
+from pgtrail.otlp.journal import JournalCounts
 from pgtrail.otlp.mapping import MappingOptions
 from pgtrail.otlp.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pgtrail.otlp.metrics import ReceiverMetrics, render
@@ -75,7 +79,7 @@ log = logging.getLogger("pgtrail")
 TRACES_PATH = "/v1/traces"
 HEALTH_PATH = "/health"
 METRICS_PATH = "/metrics"
-_ROUTES = frozenset({TRACES_PATH, HEALTH_PATH, METRICS_PATH, "/"})
+_ROUTES = frozenset({TRACES_PATH, HEALTH_PATH, METRICS_PATH, "/", *json_api.ROUTES})
 _OTHER_ROUTE = "other"  # every unknown path under one label: clients cannot grow the series
 _PROBE_TIMEOUT_S = 3.0
 PROTOBUF = "application/x-protobuf"
@@ -143,6 +147,18 @@ class _Disconnected(Exception):
     """The client went away before its request was read."""
 
 
+@dataclass(frozen=True)
+class Probe:
+    """What Redis and the span journal answered."""
+
+    traces_pending: int | None
+    """Open traces in Redis, or None when Redis did not answer."""
+    journal: JournalCounts | None
+    """The journal's counts, or None when it did not answer or the receiver is not durable."""
+    journal_up: bool | None
+    """Whether the journal answered; None when the receiver is not durable."""
+
+
 @dataclass
 class ReceiverStats:
     """Counters since the receiver started.
@@ -159,6 +175,7 @@ class ReceiverStats:
     spans_rejected: int = 0
     refused: int = 0
     spans_unheld: int = 0
+    spans_unjournalled: int = 0
     responses: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
@@ -211,6 +228,10 @@ class OtlpReceiver:
         queue_depth: Returns how many records wait in the writer's queue; while it is at
             the writer's ``queue_size`` requests get 429. By default the length of
             ``trail``'s own queue (:attr:`pgtrail.Trail.queued`).
+        durable: Commit every accepted span to the span journal in PostgreSQL before
+            answering (:mod:`pgtrail.otlp.journal`): a 200 then means the spans will be
+            stored whatever happens to this process or to Redis, and while PostgreSQL is
+            unreachable exports get 503. With False a 200 means held in Redis only.
     """
 
     def __init__(
@@ -228,6 +249,7 @@ class OtlpReceiver:
         mapper: Mapper | None = None,
         limits: ServerLimits | None = None,
         queue_depth: Callable[[], int] | None = None,
+        durable: bool = True,
     ) -> None:
         self.trail = trail
         self.token = token or None
@@ -237,7 +259,9 @@ class OtlpReceiver:
         self.stats = ReceiverStats()
         self._stats_lock = threading.Lock()
         self._pending = 0  # exports decoding, assembling or queued: touched on the loop only
-        self.assembler = TraceAssembler(trail, grace_s=grace_s, options=options, mapper=mapper)
+        self.assembler = TraceAssembler(
+            trail, grace_s=grace_s, options=options, mapper=mapper, durable=durable
+        )
         self.finaliser = Finaliser(
             self.assembler, idle_s=idle_s, interval_s=min(0.5, max(0.05, grace_s / 4))
         )
@@ -253,7 +277,7 @@ class OtlpReceiver:
         self._prober = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="pgtrail-otlp-probe"
         )
-        self._probe: asyncio.Future[int | None] | None = None  # touched on the loop only
+        self._probe_future: asyncio.Future[Probe] | None = None  # touched on the loop only
         self._socket = _listen(host, port, reuse_port=reuse_port, backlog=self.limits.backlog)
         self._address: tuple[str, int] = self._socket.getsockname()[:2]
         self._workers = concurrent.futures.ThreadPoolExecutor(
@@ -304,7 +328,7 @@ class OtlpReceiver:
         (or a signal handler)."""
         self._started = True
         self.finaliser.start()
-        self._prober.submit(self._pending_traces)  # opens the probe's connection early
+        self._prober.submit(self._probe_now)  # opens the probe's connections early
         try:
             self._server.run(sockets=[self._socket])
         finally:
@@ -359,12 +383,11 @@ class OtlpReceiver:
 
     # -- health and metrics ----------------------------------------------------------------
 
-    def metrics(self, traces_pending: int | None) -> ReceiverMetrics:
+    def metrics(self, probe: Probe) -> ReceiverMetrics:
         """A snapshot of the receiver's counters.
 
         Args:
-            traces_pending: Open traces in Redis, or None when Redis did not answer (the
-                snapshot then says Redis is down).
+            probe: What Redis and the span journal answered (see :class:`Probe`).
         """
         with self._stats_lock:
             stats = self.stats
@@ -374,57 +397,72 @@ class OtlpReceiver:
                 spans_refused={
                     "invalid": stats.spans_rejected,
                     "redis_unavailable": stats.spans_unheld,
+                    "journal_unavailable": stats.spans_unjournalled,
                 },
                 exports_in_progress=self._pending,
-                redis_up=traces_pending is not None,
-                traces_pending=traces_pending,
+                redis_up=probe.traces_pending is not None,
+                traces_pending=probe.traces_pending,
+                journal=probe.journal,
+                journal_up=probe.journal_up,
             )
 
-    def _pending_traces(self) -> int | None:
-        """Open traces in Redis, or None when it cannot be reached (on the probe thread)."""
+    def _probe_now(self) -> Probe:
+        """Asks Redis and the span journal how they are (on the probe thread)."""
         try:
-            return self._probe_buffer.pending()
+            pending: int | None = self._probe_buffer.pending()
         except AssemblyUnavailableError as exc:
             log.debug("pgtrail otlp: Redis probe failed: %s", exc)
-            return None
+            pending = None
+        if not self.assembler.durable:
+            return Probe(traces_pending=pending, journal=None, journal_up=None)
+        try:
+            counts = self.assembler.journal_counts()
+        except AssemblyUnavailableError as exc:
+            log.debug("pgtrail otlp: journal probe failed: %s", exc)
+            return Probe(traces_pending=pending, journal=None, journal_up=False)
+        return Probe(traces_pending=pending, journal=counts, journal_up=True)
 
-    async def _probe_redis(self) -> int | None:
-        """Open traces in Redis, or None when it does not answer within a few seconds.
+    async def _ask(self) -> Probe:
+        """What Redis and the journal answer; down when they do not within a few seconds.
 
         Requests arriving while a probe runs share its answer: a crowd of health checks
         against a silent Redis costs one probe, not one thread each.
         """
-        if self._probe is None or self._probe.done():
-            self._probe = asyncio.wrap_future(self._prober.submit(self._pending_traces))
+        if self._probe_future is None or self._probe_future.done():
+            self._probe_future = asyncio.wrap_future(self._prober.submit(self._probe_now))
         try:
             async with asyncio.timeout(_PROBE_TIMEOUT_S):
-                return await asyncio.shield(self._probe)
+                return await asyncio.shield(self._probe_future)
         except (TimeoutError, RuntimeError):  # RuntimeError: the prober is shut down
-            return None
+            return Probe(
+                traces_pending=None,
+                journal=None,
+                journal_up=False if self.assembler.durable else None,
+            )
 
     async def _health(self, headers: dict[str, str], send: Send) -> None:
-        """``GET /health``: 200 while spans can be taken, 503 while Redis is unreachable.
+        """``GET /health``: 200 while spans can be taken, 503 while Redis or (when durable)
+        the span journal in PostgreSQL is unreachable.
 
         Like every ``GET`` route it asks for no token, whatever ``token`` is: load balancers
         and orchestrators probe without credentials, and the answer holds no span content,
         only what is up. The receiver listens on loopback unless told otherwise; when it
         listens wider, so does this.
 
-        PostgreSQL being away is reported (``"postgresql": "spooling"``) but is no 503:
-        the writer keeps the rows in its spool. The body is JSON when the request accepts
-        ``application/json``, else the plain text it has always been, so existing probes
-        that compare it keep working.
+        Without the journal, PostgreSQL being away is reported (``"postgresql":
+        "spooling"``) but is no 503: the writer keeps the rows in its spool. The body is
+        JSON when the request accepts ``application/json``, else plain text naming what is
+        down.
         """
-        redis_up = await self._probe_redis() is not None
-        writer = self.trail.metrics()
-        status = HTTPStatus.OK if redis_up else HTTPStatus.SERVICE_UNAVAILABLE
+        probe = await self._ask()
+        body = _health_body(probe, self.trail.metrics())
+        status = HTTPStatus.OK if body["status"] == "ok" else HTTPStatus.SERVICE_UNAVAILABLE
         if JSON in headers.get("accept", "").lower():
-            body = orjson.dumps(_health_body(redis_up, writer))
-            await _send(send, status, JSON, body)
-        elif redis_up:
-            await _send(send, status, "text/plain", b"pgtrail OTLP receiver\n")
-        else:
-            await _send(send, status, "text/plain", b"pgtrail OTLP receiver: redis down\n")
+            await _send(send, status, JSON, orjson.dumps(body))
+            return
+        down = [name for name in ("redis", "postgresql") if body[name] == "down"]
+        text = f"pgtrail OTLP receiver: {' and '.join(down)} down\n" if down else ""
+        await _send(send, status, "text/plain", (text or "pgtrail OTLP receiver\n").encode())
 
     async def _metrics(self, send: Send) -> None:
         """``GET /metrics``: the receiver's and the writer's counters, Prometheus text format.
@@ -432,12 +470,12 @@ class OtlpReceiver:
         No token, like ``/health`` and for the same reasons: scrapers probe without
         credentials and the page holds counts, never span content.
         """
-        receiver = self.metrics(await self._probe_redis())
+        receiver = self.metrics(await self._ask())
         page = render(receiver, self.trail.metrics())
         await _send(send, HTTPStatus.OK, METRICS_CONTENT_TYPE, page)
 
     def _count_response(self, path: str, status: int) -> None:
-        route = path if path in _ROUTES else _OTHER_ROUTE
+        route = path if path in _ROUTES else json_api.route_name(path) or _OTHER_ROUTE
         with self._stats_lock:
             responses = self.stats.responses
             responses[route, status] = responses.get((route, status), 0) + 1
@@ -458,6 +496,10 @@ class OtlpReceiver:
         decoded: Decoded = decode_protobuf(body) if content_type != JSON else decode_json(body)
         try:
             accepted = self.assembler.accept(decoded.spans)
+        except JournalUnavailableError:
+            with self._stats_lock:
+                self.stats.spans_unjournalled += len(decoded.spans)
+            raise
         except AssemblyUnavailableError:
             with self._stats_lock:
                 self.stats.spans_unheld += len(decoded.spans)
@@ -526,6 +568,9 @@ class OtlpReceiver:
 
     async def _post(self, path: str, headers: dict[str, str], receive: Receive, send: Send) -> None:
         self._count_request()
+        if json_api.handles(path):  # executions as plain JSON: see _post_json below
+            await _post_json(self, path, headers, receive, send)
+            return
         content_type = _media_type(headers.get("content-type", ""))
         answer_type = PROTOBUF if content_type in _PROTOBUF_TYPES else JSON
         body_read = False
@@ -585,6 +630,13 @@ class OtlpReceiver:
             )
         except OtlpDecodeError as exc:
             raise _Refusal(HTTPStatus.BAD_REQUEST, _INVALID_ARGUMENT, str(exc)) from None
+        except JournalUnavailableError as exc:
+            raise _Refusal(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                _UNAVAILABLE,
+                f"spans cannot be made durable right now ({exc}); retry later",
+                {"Retry-After": str(_RETRY_AFTER_S)},
+            ) from None
         except AssemblyUnavailableError as exc:
             raise _Refusal(
                 HTTPStatus.SERVICE_UNAVAILABLE,
@@ -930,15 +982,24 @@ def _decompress(raw: bytes, encoding: str, limit: int) -> bytes:
             return bytes(out)
 
 
-def _health_body(redis_up: bool, writer: WriterMetrics) -> dict[str, Any]:
+def _health_body(probe: Probe, writer: WriterMetrics) -> dict[str, Any]:
     """What ``/health`` says in JSON: overall status, then each dependency."""
-    return {
-        "status": "ok" if redis_up else "unavailable",
+    redis_up = probe.traces_pending is not None
+    if probe.journal_up is None:  # not durable: the writer's spool rides out PostgreSQL
+        postgresql = "up" if writer.postgresql_up else "spooling"
+    else:
+        postgresql = "up" if probe.journal_up else "down"
+    body: dict[str, Any] = {
+        "status": "ok" if redis_up and postgresql != "down" else "unavailable",
         "redis": "up" if redis_up else "down",
-        "postgresql": "up" if writer.postgresql_up else "spooling",
+        "postgresql": postgresql,
         "spool_files": writer.spool_files,
         "queue_depth": writer.queue_depth,
     }
+    if probe.journal is not None:
+        body["journal_spans"] = probe.journal.waiting
+        body["journal_stuck_spans"] = probe.journal.stuck
+    return body
 
 
 def _success_body(answer_type: str, rejected: int, reason: str) -> bytes:
@@ -1020,3 +1081,83 @@ def serve(
         receiver.shutdown()
         for handled, handler in previous.items():
             signal.signal(handled, handler)
+
+
+# -- the JSON API (pgtrail.jsonapi) on the same port ---------------------------------------------
+
+_json_apis: weakref.WeakKeyDictionary[OtlpReceiver, json_api.JsonApi] = weakref.WeakKeyDictionary()
+
+
+def _json_api(receiver: OtlpReceiver) -> json_api.JsonApi:
+    """The receiver's JSON API, made on its first request (on the loop: no lock needed)."""
+    api = _json_apis.get(receiver)
+    if api is None:
+        api = _json_apis[receiver] = json_api.JsonApi(receiver.trail)
+    return api
+
+
+async def _post_json(
+    receiver: OtlpReceiver, path: str, headers: dict[str, str], receive: Receive, send: Send
+) -> None:
+    """A ``POST`` under ``/v1/executions``: behind the receiver's token, size limit,
+    compression and backpressure, as a trace export is; validating and enqueueing run on
+    the export workers, and the wait for durability on the loop (a flush shared with the
+    requests waiting beside it), so no worker is held while the writer writes."""
+    body_read = False
+    try:
+        receiver._check_token(headers.get("authorization", ""))
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "", "gzip", "deflate"):
+            raise _Refusal(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                _INVALID_ARGUMENT,
+                f"Content-Encoding {encoding!r} is not supported; use gzip or none",
+                close=True,
+            )
+        raw = await receiver._body(headers, receive)
+        body_read = True
+        receiver._check_busy()
+        receiver._pending += 1
+        try:
+            api = _json_api(receiver)
+            work = functools.partial(_json_accept, api, receiver.max_body_bytes, path, headers)
+            loop = asyncio.get_running_loop()
+            accepted = await loop.run_in_executor(receiver._workers, work, raw, encoding)
+            if isinstance(accepted, json_api.Pending):
+                accepted = await asyncio.wrap_future(api.acknowledge(accepted))
+        finally:
+            receiver._pending -= 1
+    except _Disconnected:
+        return
+    except _Refusal as refusal:
+        receiver._count_refusal()
+        await receiver._refuse(send, refusal, JSON, headers, receive, body_read=body_read)
+        return
+    except Exception:  # never a traceback to the client, never a dead connection
+        log.exception("pgtrail: JSON API request failed")
+        receiver._count_refusal()
+        failure = _Refusal(
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+            _INTERNAL,
+            "internal error; see the receiver's log",
+            close=not body_read,
+        )
+        await receiver._refuse(send, failure, JSON, headers, receive, body_read=True)
+        return
+    if accepted.status >= 400:
+        receiver._count_refusal()
+    await _send(send, accepted.status, accepted.content_type, accepted.body, dict(accepted.headers))
+
+
+def _json_accept(
+    api: json_api.JsonApi,
+    limit: int,
+    path: str,
+    headers: dict[str, str],
+    raw: bytes,
+    encoding: str,
+) -> json_api.Answer | json_api.Pending:
+    """On a worker: inflates the body, validates it and enqueues its records."""
+    if encoding in ("gzip", "deflate"):
+        raw = _decompress(raw, encoding, limit)
+    return api.accept("POST", path, headers, raw)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,11 +20,10 @@ from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgtrail.config import Settings
-from pgtrail.db import mask_dsn
+from pgtrail.db import connection_options, mask_dsn
 from pgtrail.errors import SinkUnavailableError
 from pgtrail.ops import partitions
 from pgtrail.statements import STATEMENTS
@@ -58,13 +56,6 @@ _RESTORE_PROMPT = sql.SQL(
     "(prompt_hash) DO UPDATE SET body = EXCLUDED.body, body_chars = EXCLUDED.body_chars "
     "WHERE pgtrail_prompt.body = '' AND EXCLUDED.body <> ''"
 )
-
-
-def _connection_options(dsn: str, schema: str) -> str:
-    """libpq ``options`` setting the search path, after any the DSN or PGOPTIONS give."""
-    given = conninfo_to_dict(dsn).get("options") or os.environ.get("PGOPTIONS", "")
-    # Schema names are plain identifiers (checked in Settings): nothing to quote.
-    return f"{given} -c search_path={schema},public".strip()
 
 
 class Sink(Protocol):
@@ -119,7 +110,7 @@ class PgSink:
                 kwargs={
                     "connect_timeout": _WRITER_CONNECT_TIMEOUT_S,
                     # Set once per connection: a SET per batch would be a round trip more.
-                    "options": _connection_options(self.settings.dsn, self.settings.db_schema),
+                    "options": connection_options(self.settings.dsn, self.settings.db_schema),
                 },
                 name="pgtrail-writer",
             )
