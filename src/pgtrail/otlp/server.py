@@ -1086,14 +1086,20 @@ def serve(
 # -- the JSON API (pgtrail.jsonapi) on the same port ---------------------------------------------
 
 _json_apis: weakref.WeakKeyDictionary[OtlpReceiver, json_api.JsonApi] = weakref.WeakKeyDictionary()
+_json_apis_lock = threading.Lock()
 
 
-def _json_api(receiver: OtlpReceiver) -> json_api.JsonApi:
-    """The receiver's JSON API, made on its first request (on the loop: no lock needed)."""
-    api = _json_apis.get(receiver)
-    if api is None:
-        api = _json_apis[receiver] = json_api.JsonApi(receiver.trail)
-    return api
+def json_api_of(receiver: OtlpReceiver) -> json_api.JsonApi:
+    """The receiver's JSON API (``/v1/executions``), made on its first use.
+
+    Args:
+        receiver: The receiver serving it.
+    """
+    with _json_apis_lock:
+        api = _json_apis.get(receiver)
+        if api is None:
+            api = _json_apis[receiver] = json_api.JsonApi(receiver.trail)
+        return api
 
 
 async def _post_json(
@@ -1119,7 +1125,7 @@ async def _post_json(
         receiver._check_busy()
         receiver._pending += 1
         try:
-            api = _json_api(receiver)
+            api = json_api_of(receiver)
             work = functools.partial(_json_accept, api, receiver.max_body_bytes, path, headers)
             loop = asyncio.get_running_loop()
             accepted = await loop.run_in_executor(receiver._workers, work, raw, encoding)
