@@ -36,6 +36,16 @@ import orjson
 
 from pgtrail.jsonapi import EXECUTIONS_PATH
 from pgtrail.jsonapi.ack import DEFAULT_TIMEOUT_S, Durability, SharedFlush
+from pgtrail.jsonapi.bodies import (
+    AppendIn,
+    BodyError,
+    ExecutionIn,
+    FieldError,
+    FinishIn,
+    OpenIn,
+    RejectedEvent,
+    parse_body,
+)
 from pgtrail.jsonapi.idempotency import (
     HEADER,
     Derivation,
@@ -44,7 +54,6 @@ from pgtrail.jsonapi.idempotency import (
     KeyStore,
     KeyStoreUnavailableError,
     body_fingerprint,
-    namespace_of,
     parse_key,
 )
 from pgtrail.jsonapi.records import (
@@ -57,16 +66,7 @@ from pgtrail.jsonapi.records import (
     open_execution,
     store_whole,
 )
-from pgtrail.jsonapi.requests import (
-    AppendIn,
-    BodyError,
-    ExecutionIn,
-    FieldError,
-    FinishIn,
-    OpenIn,
-    RejectedEvent,
-    parse_body,
-)
+from pgtrail.shared_state import database_namespace
 from pgtrail.trail import Trail
 
 log = logging.getLogger("pgtrail")
@@ -225,7 +225,7 @@ class JsonApi:
         self.lookup_timeout_s = lookup_timeout_s
         self.acks = SharedFlush(trail, ack_timeout_s)
         settings = trail.settings
-        self.keys = KeyStore(trail.redis, namespace_of(settings.dsn, settings.db_schema))
+        self.keys = KeyStore(trail.redis, database_namespace(settings.dsn, settings.db_schema))
 
     def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Answer:
         """Answers one request, once its records are durable (blocks until then).

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from pgtrail import shared_state
 from pgtrail.errors import PgtrailError
-from pgtrail.shared_state import TTL_S, RedisState, database_namespace
+from pgtrail.shared_state import TTL_S, RedisState
 
 if TYPE_CHECKING:
     import redis
@@ -102,7 +102,8 @@ class KeyStore:
     Args:
         state: The client's Redis state (:attr:`pgtrail.Trail.redis`): its connection, and
             its rule for failures.
-        namespace: The target database's namespace (:func:`namespace_of`).
+        namespace: The target database's namespace
+            (:func:`pgtrail.shared_state.database_namespace`).
     """
 
     def __init__(self, state: RedisState, namespace: str) -> None:
@@ -210,16 +211,6 @@ class KeyStore:
 
     def _name(self, scope: str, key: str) -> str:
         return self._prefix + hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()
-
-
-def namespace_of(dsn: str, db_schema: str) -> str:
-    """The namespace of a target database for the key store (see :class:`KeyStore`).
-
-    Args:
-        dsn: The database's DSN (``Settings.dsn``).
-        db_schema: Its schema (``Settings.db_schema``).
-    """
-    return database_namespace(dsn, db_schema)
 
 
 def body_fingerprint(body: bytes) -> str:

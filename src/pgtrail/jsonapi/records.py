@@ -32,14 +32,7 @@ from pgtrail import executions
 from pgtrail.context import ExecutionState, Span
 from pgtrail.errors import PgtrailError
 from pgtrail.ids import new_span_id, uuid7, uuid_or_none
-from pgtrail.jsonapi.idempotency import (
-    Derivation,
-    joined_row_id,
-    process_span_id,
-    root_span_id,
-    uuid7_time,
-)
-from pgtrail.jsonapi.requests import (
+from pgtrail.jsonapi.bodies import (
     AppendIn,
     BodyError,
     ExecutionIn,
@@ -49,6 +42,13 @@ from pgtrail.jsonapi.requests import (
     ProcessIn,
     RejectedEvent,
     validate_event,
+)
+from pgtrail.jsonapi.idempotency import (
+    Derivation,
+    joined_row_id,
+    process_span_id,
+    root_span_id,
+    uuid7_time,
 )
 from pgtrail.tables import LLM
 from pgtrail.trail import Trail
