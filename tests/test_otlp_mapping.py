@@ -1383,6 +1383,233 @@ def test_records_inherit_the_agent_of_the_nearest_agent_span() -> None:
     assert mapped[agent.span_id].records[0].args["agent_type"] == "Triage"
 
 
+# -- LangGraph through OpenInference: shapes the recorded fixtures do not cover ----------------
+
+
+def graph_span(
+    name: str,
+    kind: str,
+    span_id: str,
+    parent: str | None,
+    meta: dict[str, Any],
+    **attributes: Any,
+) -> OtlpSpan:
+    """A span of OpenInference's LangChain instrumentation, with LangGraph's metadata."""
+    attrs = {
+        "openinference.span.kind": kind,
+        "metadata": json.dumps({"ls_integration": "langgraph", **meta}),
+    }
+    attrs.update({k.replace("__", "."): v for k, v in attributes.items()})
+    return otel_span(name, attrs, span_id=span_id, parent=parent)
+
+
+def node(name: str, namespace: str, **extra: Any) -> dict[str, Any]:
+    return {"langgraph_node": name, "langgraph_checkpoint_ns": namespace, **extra}
+
+
+def map_trace(
+    spans: list[OtlpSpan], options: MappingOptions | None = None
+) -> dict[str, MappedSpan]:
+    options = options or MappingOptions()
+    return inherit_agents(spans, {s.span_id: map_span(s, options) for s in spans})
+
+
+def test_a_subgraph_s_calls_belong_to_the_node_that_holds_it() -> None:
+    inner = "flight_assistant:1f|agent:2a"
+    spans = [
+        graph_span("supervisor", "CHAIN", "1000000000000001", None, {}),
+        graph_span(
+            "router", "CHAIN", "1000000000000002", "1000000000000001", node("router", "router:9")
+        ),
+        graph_span(
+            "ChatOpenAI",
+            "LLM",
+            "1000000000000003",
+            "1000000000000002",
+            node("router", "router:9"),
+            llm__model_name="gpt-4o",
+        ),
+        graph_span(
+            "flight_assistant",
+            "CHAIN",
+            "1000000000000004",
+            "1000000000000001",
+            node("flight_assistant", "flight_assistant:1f"),
+        ),
+        graph_span("agent", "AGENT", "1000000000000005", "1000000000000004", node("agent", inner)),
+        graph_span(
+            "ChatOpenAI",
+            "LLM",
+            "1000000000000006",
+            "1000000000000005",
+            node("agent", inner),
+            llm__model_name="gpt-4o",
+        ),
+    ]
+    mapped = map_trace(spans)
+    assert mapped["1000000000000003"].records[0].args["agent_type"] == "supervisor"
+    assert mapped["1000000000000006"].records[0].args["agent_type"] == "flight_assistant"
+    assert mapped["1000000000000005"].records == ()  # the model node is a step, not an agent
+    assert mapped["1000000000000001"].workflow == "supervisor"
+
+
+def test_a_graph_left_unnamed_lets_the_node_name_the_agent() -> None:
+    spans = [
+        graph_span("LangGraph", "CHAIN", "2000000000000001", None, {}),
+        graph_span(
+            "ChatOpenAI",
+            "LLM",
+            "2000000000000002",
+            "2000000000000001",
+            node("planner", "planner:1"),
+            llm__model_name="gpt-4o",
+        ),
+    ]
+    mapped = map_trace(spans)
+    assert mapped["2000000000000002"].records[0].args["agent_type"] == "planner"
+    # With the graph's span missing from the trace, the node is all there is too.
+    alone = map_trace([spans[1]])
+    assert alone["2000000000000002"].records[0].args["agent_type"] == "planner"
+
+
+def test_parallel_calls_of_one_tool_are_told_apart_by_their_bare_input() -> None:
+    calls = [
+        {
+            "name": "get_weather",
+            "args": {"city": "Lisbon"},
+            "id": "call_lisbon",
+            "type": "tool_call",
+        },
+        {"name": "get_weather", "args": {"city": "Porto"}, "id": "call_porto", "type": "tool_call"},
+    ]
+    state = {
+        "messages": [
+            {"type": "human", "data": {"content": "Lisbon and Porto?"}},
+            {"type": "ai", "data": {"content": "", "tool_calls": calls}},
+        ]
+    }
+    meta = node("tools", "tools:3")
+    spans = [
+        graph_span(
+            "tools", "CHAIN", "3000000000000001", None, meta, input__value=json.dumps(state)
+        ),
+        graph_span(
+            "get_weather",
+            "TOOL",
+            "3000000000000002",
+            "3000000000000001",
+            meta,
+            tool__name="get_weather",
+            input__value="Porto",
+        ),
+        graph_span(
+            "get_weather",
+            "TOOL",
+            "3000000000000003",
+            "3000000000000001",
+            meta,
+            tool__name="get_weather",
+            input__value="Lisbon",
+        ),
+    ]
+    mapped = map_trace(spans)
+    found = [mapped[s.span_id].records[0].args["data"] for s in spans[1:]]
+    assert [(d["call_id"], d["args"]) for d in found] == [
+        ("call_porto", {"city": "Porto"}),
+        ("call_lisbon", {"city": "Lisbon"}),
+    ]
+
+
+def test_framework_bookkeeping_leaves_the_context_whatever_carries_it() -> None:
+    span = otel_span(
+        "workflow",
+        {
+            "traceloop.span.kind": "workflow",
+            "traceloop.association.properties.ls_provider": "openai",
+            "traceloop.association.properties.langgraph_step": 2,
+            "traceloop.association.properties.checkpoint_ns": "agent:1",
+            "traceloop.association.properties.feature": "trip-planner",
+            "traceloop.association.properties.thread_id": "t-9",
+        },
+        parent=None,
+    )
+    mapped = map_span(span, MappingOptions())
+    assert mapped.context == {
+        "feature": "trip-planner",
+        "thread_id": "t-9",
+        "service": "travel-agent",
+    }
+    assert mapped.session_id == "t-9"
+
+
+def test_a_configured_identity_key_is_kept_and_read_from_the_metadata() -> None:
+    span = graph_span(
+        "ChatOpenAI",
+        "LLM",
+        "4000000000000001",
+        None,
+        node("agent", "agent:1", langgraph_auth_user_id="alice"),
+        llm__model_name="gpt-4o",
+    )
+    options = MappingOptions(user_attributes=("langgraph_auth_user_id", "user.id"))
+    mapped = map_span(span, options)
+    assert mapped.user_id == "alice"
+    assert mapped.context == {"langgraph_auth_user_id": "alice", "service": "travel-agent"}
+
+
+def test_stack_traces_are_summed_up_by_their_innermost_frame() -> None:
+    javascript = (
+        "Error: upstream refused\n"
+        "    at fetchWeather (/home/dev/app/src/weather.js:10:5)\n"
+        "    at async run (/home/dev/app/src/index.js:3:1)"
+    )
+    python = (
+        "Traceback (most recent call last):\n"
+        '  File "/home/dev/app/main.py", line 5, in <module>\n'
+        "    main()\n"
+        '  File "/home/dev/app/tools.py", line 42, in lookup\n'
+        "    raise KeyError(order)\n"
+        "KeyError: 'A-17'\n"
+    )
+    tool = otel_span(
+        "execute_tool lookup",
+        {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup"},
+        status=STATUS_ERROR,
+        message=python,
+        events=(
+            SpanEvent(
+                "exception",
+                T0 + 1_000_000,
+                {
+                    "exception.type": "Error",
+                    "exception.message": "upstream refused",
+                    "exception.stacktrace": javascript,
+                },
+            ),
+        ),
+    )
+    mapped = map_span(tool, MappingOptions())
+    data = mapped.records[0].args["data"]
+    assert mapped.error == "KeyError: 'A-17'"
+    assert data["events"][0]["attributes"] == {
+        "exception.type": "Error",
+        "exception.message": "upstream refused",
+        "exception.frame": "fetchWeather in weather.js:10",
+    }
+    assert "/home/" not in json.dumps(data)
+
+    on_span = otel_span(
+        "chat gpt-4o",
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "gpt-4o",
+            "exception.stacktrace": python,
+        },
+    )
+    kept = map_span(on_span, MappingOptions()).records[0].args["data"]["attributes"]
+    assert kept == {"exception.frame": "lookup in tools.py:42"}
+
+
 # -- odd input --------------------------------------------------------------------------------
 
 ODD_TOKENS = {

@@ -3,7 +3,9 @@
 Tool calls, agent runs and creations, workflows, handoffs, retrievals and guardrails each
 become one agent record whose ``data`` uses the field names of pgtrail's typed agent events
 (:class:`~pgtrail.models.ToolCall`, :class:`~pgtrail.models.Handoff`...); an OpenInference
-CHAIN only names the workflow. ``gen_ai.evaluation.result`` events become ``evaluation``
+CHAIN adds none: the root one names the workflow, a LangGraph graph's run names the agent,
+and one that dispatches tool calls (LangGraph's tool node) lends their ids to the tool spans
+below it. ``gen_ai.evaluation.result`` events become ``evaluation``
 records, and a root span, the user's request, adds ``request_received`` and
 ``request_completed`` / ``request_failed`` to the journey.
 """
@@ -18,14 +20,18 @@ import pydantic
 from pgtrail.models import AgentEvent, Guardrail, Handoff, Retrieval, ToolCall
 from pgtrail.otlp.attributes import (
     Attrs,
+    as_mapping,
     as_name,
     as_number,
+    as_sequence,
     nanos_to_datetime,
     present,
     prune,
     span_events,
 )
+from pgtrail.otlp.classify import DEFAULT_GRAPH_NAME
 from pgtrail.otlp.draft import Draft
+from pgtrail.otlp.spans import ToolCallRef
 from pgtrail.tables import AGENT, JOURNEY
 
 __all__ = [
@@ -107,7 +113,8 @@ def map_tool_span(draft: Draft) -> None:
         attrs.drop("mcp_data")
     values: dict[str, Any] = {
         "tool": tool,
-        "call_id": attrs.name("gen_ai.tool.call.id", "tool_call.id", "tool.id"),
+        "call_id": attrs.name("gen_ai.tool.call.id", "tool_call.id", "tool.id")
+        or _tool_message_call_id(result),
         "args": arguments
         if isinstance(arguments, dict) or arguments is None
         else {"value": arguments},
@@ -118,7 +125,7 @@ def map_tool_span(draft: Draft) -> None:
         "description": attrs.text("gen_ai.tool.description", "tool.description"),
         "parameters": attrs.value("tool.parameters"),
     }
-    agent = attrs.name("gen_ai.agent.name")
+    agent = draft.named_agent()
     _agent_record(draft, "tool_call", agent, _typed(ToolCall, values))
     if isinstance(tool, str) and tool.startswith("transfer_to_") and len(tool) > 12:
         # How the OpenAI Agents SDK hands off: a tool named after the target agent.
@@ -130,6 +137,14 @@ def map_tool_span(draft: Draft) -> None:
             "data": _typed(Handoff, handoff),
         }
         draft.add(AGENT, args, main=False)
+
+
+def _tool_message_call_id(result: Any) -> str | None:
+    """The call id in a LangChain ``ToolMessage``, as OpenInference exports a tool's output."""
+    if not isinstance(result, dict) or result.get("type") != "tool":
+        return None
+    data = result.get("data")
+    return as_name(data.get("tool_call_id")) if isinstance(data, dict) else None
 
 
 def _agent_name_from_span(draft: Draft, prefix: str) -> str | None:
@@ -212,11 +227,55 @@ def map_workflow_span(draft: Draft) -> None:
 def map_chain_span(draft: Draft) -> None:
     """An OpenInference CHAIN adds no record; the root one names the workflow.
 
+    A LangGraph graph's own run names the agent that the records below it belong to; a
+    chain whose input holds tool calls (LangGraph's tool node) keeps them, for the tool
+    spans below it that do not name their call ids.
+
     Args:
         draft: A span classified as a chain.
     """
+    name = as_name(draft.span.name)
     if draft.span.parent_span_id is None:
-        draft.workflow = as_name(draft.span.name)
+        draft.workflow = name
+    graph = draft.kind.graph
+    if graph is not None and graph.graph and name != DEFAULT_GRAPH_NAME:
+        # What LangGraph calls an agent is a compiled graph (create_react_agent returns
+        # one), named by create_react_agent(name=...) or compile(name=...).
+        draft.agent = name
+    draft.tool_calls = _dispatched_tool_calls(draft.attrs.raw.get("input.value"))
+
+
+def _dispatched_tool_calls(raw: Any) -> list[ToolCallRef]:
+    """The tool calls a LangGraph tool node was given, as OpenInference exports its input.
+
+    With ``Send`` (create_react_agent), the node gets one call:
+    ``{"__type": "tool_call_with_context", "tool_call": {...}, "state": ...}``. Run as a
+    plain node, it gets the state and runs the calls of its last message, the model's.
+    """
+    value = as_mapping(raw)
+    if value is None:
+        return []
+    single = value.get("tool_call")
+    if isinstance(single, dict):
+        found = _tool_call_ref(single)
+        return [found] if found is not None else []
+    messages = as_sequence(value.get("messages")) or []
+    last = messages[-1] if messages else None
+    if not isinstance(last, dict) or last.get("type") != "ai":
+        return []  # the calls were answered already: this is not the node that runs them
+    inner = last.get("data")
+    data = inner if isinstance(inner, dict) else last
+    calls = as_sequence(data.get("tool_calls")) or []
+    refs = (_tool_call_ref(c) for c in calls if isinstance(c, dict))
+    return [r for r in refs if r is not None]
+
+
+def _tool_call_ref(call: dict[str, Any]) -> ToolCallRef | None:
+    call_id, tool = as_name(call.get("id")), as_name(call.get("name"))
+    if call_id is None or tool is None:
+        return None
+    args = call.get("args")
+    return ToolCallRef(call_id, tool, args if isinstance(args, dict) else None)
 
 
 def map_handoff_span(draft: Draft) -> None:
@@ -277,7 +336,7 @@ def map_retrieval_span(draft: Draft) -> None:
     }
     data = _typed(Retrieval, values)
     data.setdefault("doc_count", len(documents or []))
-    _agent_record(draft, "retrieval", attrs.name("gen_ai.agent.name"), data)
+    _agent_record(draft, "retrieval", draft.named_agent(), data)
 
 
 def map_guardrail_span(draft: Draft) -> None:
@@ -303,7 +362,7 @@ def map_guardrail_span(draft: Draft) -> None:
         "input": attrs.value("input.value"),
         "output": attrs.value("output.value"),
     }
-    _agent_record(draft, "guardrail", attrs.name("gen_ai.agent.name"), _typed(Guardrail, values))
+    _agent_record(draft, "guardrail", draft.named_agent(), _typed(Guardrail, values))
 
 
 def add_evaluations(draft: Draft) -> None:

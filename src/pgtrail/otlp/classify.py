@@ -5,17 +5,25 @@ call, an ``agent`` run or ``create_agent``, a ``workflow``, an OpenInference ``c
 ``handoff``, a ``retrieval``, a ``guardrail``, or nothing in particular (None). The family
 says whose attribute names the span uses, which decides where the mapping looks next:
 ``genai`` (the OpenTelemetry GenAI conventions), ``openinference``, ``traceloop``
-(OpenLLMetry), ``logfire`` or ``langfuse``.
+(OpenLLMetry), ``logfire`` or ``langfuse``. A span a LangGraph graph ran also says where in
+the graph it ran (:class:`GraphPlace`), read from the LangChain metadata OpenInference exports.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pgtrail.otlp.attributes import Attrs, as_text
+from pgtrail.otlp.attributes import Attrs, as_mapping, as_name, as_text
 from pgtrail.otlp.spans import OtlpSpan, SpanEvent
 
-__all__ = ["CLASSIFIER_ATTRIBUTES", "Kind", "classify", "is_message_event"]
+__all__ = [
+    "CLASSIFIER_ATTRIBUTES",
+    "DEFAULT_GRAPH_NAME",
+    "GraphPlace",
+    "Kind",
+    "classify",
+    "is_message_event",
+]
 
 CLASSIFIER_ATTRIBUTES = (
     "gen_ai.operation.name",
@@ -67,6 +75,15 @@ _OPENINFERENCE_ROLES = {
     "GUARDRAIL": "guardrail",
     "CHAIN": "chain",
 }
+# Events named like the older GenAI message events that carry no message: an evaluation,
+# and OpenLLMetry's marker of each streamed chunk (read as the time to first token).
+_NOT_MESSAGES = frozenset({"gen_ai.evaluation.result", "gen_ai.content.completion.chunk"})
+# LangGraph's separators in ``langgraph_checkpoint_ns``: ``node:task|subnode:task``.
+_NS_SEP, _NS_END = "|", ":"
+
+DEFAULT_GRAPH_NAME = "LangGraph"
+"""The name LangGraph gives a compiled graph that was not named: it names no agent."""
+
 _TRACELOOP_ROLES = {"workflow": "workflow", "agent": "agent", "tool": "tool"}
 _LANGFUSE_ROLES = {
     "generation": "llm",
@@ -76,6 +93,23 @@ _LANGFUSE_ROLES = {
     "retriever": "retrieval",
     "guardrail": "guardrail",
 }
+
+
+@dataclass(frozen=True)
+class GraphPlace:
+    """Where in a LangGraph graph a span ran, from the metadata LangGraph gives every run.
+
+    Attributes:
+        graph: The span is a graph's own run (a compiled graph invoked by the application),
+            not one of its nodes or anything a node ran.
+        node: The graph node the span ran in (``langgraph_node``), if any.
+        subgraph: The node of the outer graph whose subgraph the span ran in: the
+            second-to-last step of ``langgraph_checkpoint_ns``, when it has two or more.
+    """
+
+    graph: bool
+    node: str | None
+    subgraph: str | None
 
 
 @dataclass
@@ -89,11 +123,13 @@ class Kind:
             ``traceloop``, ``logfire`` or ``langfuse``.
         operation: The operation or span kind it names, lower-cased (``chat``,
             ``execute_tool``, ``llm``...), when it names one.
+        graph: Where in a LangGraph graph the span ran; None for a span no graph ran.
     """
 
     role: str | None
     family: str
     operation: str | None = None
+    graph: GraphPlace | None = None
 
 
 def classify(span: OtlpSpan, attrs: Attrs) -> Kind:
@@ -112,7 +148,7 @@ def classify(span: OtlpSpan, attrs: Attrs) -> Kind:
             role = "llm"
         if role is not None:
             return Kind(role, "logfire", op)
-    kind = _classify_by_convention(attrs, op)
+    kind = _classify_by_convention(span, attrs, op)
     if template is not None and kind.family == "genai":
         # Logfire's model integrations (instrument_openai, instrument_anthropic...) keep
         # the request and response in bare keys, and older ones name no operation.
@@ -136,7 +172,7 @@ def is_message_event(event: SpanEvent) -> bool:
         event: One event of a span.
     """
     name = event.name if isinstance(event.name, str) else ""
-    return name.startswith("gen_ai.") and name != "gen_ai.evaluation.result"
+    return name.startswith("gen_ai.") and name not in _NOT_MESSAGES
 
 
 def _logfire_template(span: OtlpSpan, attrs: Attrs) -> str | None:
@@ -147,13 +183,13 @@ def _logfire_template(span: OtlpSpan, attrs: Attrs) -> str | None:
     return name if "{" in name else None
 
 
-def _classify_by_convention(attrs: Attrs, op: str | None) -> Kind:
+def _classify_by_convention(span: OtlpSpan, attrs: Attrs, op: str | None) -> Kind:
     if op is not None and op in _GENAI_ROLES:
         return Kind(_GENAI_ROLES[op], "genai", op)
     openinference = as_text(attrs.raw.get("openinference.span.kind"))
     if openinference is not None:
         role = _OPENINFERENCE_ROLES.get(openinference.upper())
-        return Kind(role, "openinference", openinference.lower())
+        return _openinference_kind(span, attrs, role, openinference.lower())
     traceloop = as_text(attrs.raw.get("traceloop.span.kind"))
     if traceloop is not None:
         return Kind(_TRACELOOP_ROLES.get(traceloop.lower()), "traceloop", traceloop.lower())
@@ -171,3 +207,28 @@ def _classify_by_convention(attrs: Attrs, op: str | None) -> Kind:
     ):
         return Kind("llm", "genai")
     return Kind(None, "genai")
+
+
+def _openinference_kind(span: OtlpSpan, attrs: Attrs, role: str | None, operation: str) -> Kind:
+    graph = _graph_place(attrs.raw.get("metadata"))
+    if graph is not None and role == "agent" and graph.node and graph.node == as_name(span.name):
+        # OpenInference's LangChain instrumentation calls any run whose name holds "agent"
+        # an AGENT, so create_react_agent's model node ("agent") would pass for an agent
+        # on every step. A span named after its node is a step of the graph; the graph is
+        # the agent.
+        role = "chain"
+    return Kind(role, "openinference", operation, graph)
+
+
+def _graph_place(raw: object) -> GraphPlace | None:
+    """Where a LangGraph graph ran the span, from its LangChain ``metadata`` attribute."""
+    metadata = as_mapping(raw)
+    if not metadata:
+        return None
+    node = as_name(metadata.get("langgraph_node"))
+    if node is None and metadata.get("ls_integration") != "langgraph":
+        return None
+    namespace = metadata.get("langgraph_checkpoint_ns")
+    steps = namespace.split(_NS_SEP) if isinstance(namespace, str) and namespace else []
+    subgraph = as_name(steps[-2].split(_NS_END, 1)[0]) if len(steps) >= 2 else None
+    return GraphPlace(graph=node is None, node=node, subgraph=subgraph)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pgtrail.otlp.attributes import Attrs
 from pgtrail.otlp.classify import Kind
-from pgtrail.otlp.spans import MappedRecord, OtlpSpan, RecordTable
+from pgtrail.otlp.spans import MappedRecord, OtlpSpan, RecordTable, ToolCallRef
 
 __all__ = ["Draft", "SpanHandler"]
 
@@ -40,6 +40,7 @@ class Draft:
         workflow: The workflow this span names.
         session_id: A session the span's own attributes name (Logfire's ``group_id``).
         context: Business context for the execution row.
+        tool_calls: The tool calls the span hands to the tool spans below it.
     """
 
     span: OtlpSpan
@@ -56,11 +57,26 @@ class Draft:
     workflow: str | None = None
     session_id: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
+    tool_calls: list[ToolCallRef] = field(default_factory=list)
 
     @property
     def failure(self) -> str | None:
         """The error text if the span failed, else None."""
         return self.error if self.status == "error" else None
+
+    def named_agent(self) -> str | None:
+        """The agent the span itself says it ran for, to be its records' ``agent_type``.
+
+        ``gen_ai.agent.name`` when given. Inside a LangGraph subgraph, the outer graph's
+        node that holds the subgraph: that is how a multi-agent graph places each agent
+        (``create_react_agent(name=...)`` added as a node), and its name is the agent's.
+        Otherwise None, and the records take the agent of the span above them (the graph's
+        own run names it) or, with no such span, their LangGraph node's name.
+        """
+        named = self.attrs.name("gen_ai.agent.name")
+        if named is None and self.kind.graph is not None:
+            named = self.kind.graph.subgraph
+        return named
 
     def add(
         self,

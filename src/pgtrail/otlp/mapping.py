@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -71,9 +72,9 @@ from pgtrail.otlp.attributes import (
 )
 from pgtrail.otlp.classify import CLASSIFIER_ATTRIBUTES, Kind, classify, is_message_event
 from pgtrail.otlp.draft import Draft, SpanHandler
-from pgtrail.otlp.model_spans import map_model_call
-from pgtrail.otlp.spans import STATUS_ERROR, MappedRecord, MappedSpan, OtlpSpan
-from pgtrail.tables import JOURNEY
+from pgtrail.otlp.model_spans import STREAM_EVENTS, map_model_call
+from pgtrail.otlp.spans import STATUS_ERROR, MappedRecord, MappedSpan, OtlpSpan, ToolCallRef
+from pgtrail.tables import AGENT, JOURNEY
 
 log = logging.getLogger("pgtrail")
 
@@ -91,6 +92,27 @@ _LOGFIRE_NOISE = ("logfire.msg_template", "logfire.msg", "logfire.json_schema", 
 # Traceloop association properties and metadata keys the mapping reads identities from.
 _IDENTITY_KEYS = ("user_id", "userId", "tenant_id", "tenantId", "session_id", "sessionId")
 _IDENTITY_PREFIXES = ("", "traceloop.association.properties.", "langfuse.trace.metadata.")
+# Context keys that identify, kept whatever their name: those above, LangGraph's thread id
+# (its conversation), and any attribute name configured for the user, tenant or session.
+_CONTEXT_IDS = frozenset({*_IDENTITY_KEYS, "thread_id", "conversation_id"})
+# Bookkeeping LangChain and LangGraph copy into the metadata of every run, which
+# OpenInference exports as each span's `metadata`: LangSmith's ls_* (ls_provider,
+# ls_model_name, ls_temperature, ls_integration...), lc_versions, LangGraph's
+# langgraph_step / _node / _triggers / _path / _checkpoint_ns and checkpoint_ns /
+# checkpoint_id / checkpoint_map. They say how the framework ran, not what the request was,
+# and differ from span to span: none belongs in the execution's context. (LangGraph leaves
+# the same keys out of its checkpoints' metadata.)
+_FRAMEWORK_KEY_PREFIXES = ("ls_", "lc_", "langgraph_", "checkpoint_")
+_SUMMARY_CHARS = 200
+_EXCEPTION_MESSAGE_CHARS = 1000
+# A Python traceback, as OpenTelemetry's record_exception and LangChain's run errors write it.
+_TRACEBACK_START = "Traceback (most recent call last)"
+_PYTHON_FRAME = re.compile(r'File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)')
+# A JavaScript or Java frame: "at fn (/app/x.js:10:5)", "at x.Y.fn(Y.java:42)".
+_AT_FRAME = re.compile(
+    r"^\s*at (?:(?P<function>[^\s(]+) ?\()?(?P<path>[^\s():]+)(?::(?P<line>\d+))?[^)]*\)?\s*$",
+    re.MULTILINE,
+)
 
 _HANDLERS: dict[str, SpanHandler] = {
     "llm": map_model_call,
@@ -215,7 +237,7 @@ def _map(span: OtlpSpan, options: MappingOptions) -> MappedSpan:
     if handler is not None:
         handler(draft)
     draft.workflow = draft.workflow or draft.attrs.name("langfuse.trace.name")
-    _context(draft)
+    _context(draft, options)
     add_evaluations(draft)
     if not span.parent_span_id:
         add_journey(draft)
@@ -232,6 +254,8 @@ def _map(span: OtlpSpan, options: MappingOptions) -> MappedSpan:
         workflow=draft.workflow,
         context=draft.context,
         agent=draft.agent,
+        fallback_agent=draft.kind.graph.node if draft.kind.graph is not None else None,
+        tool_calls=tuple(draft.tool_calls),
     )
 
 
@@ -262,14 +286,14 @@ def _identities(draft: Draft, options: MappingOptions) -> _Identity:
     """The user, tenant and session: configured attributes first, then the context's."""
     attrs, resource = draft.attrs, draft.span.resource
     user_id = _identity(attrs, resource, options.user_attributes) or _association(
-        draft, "user_id", "userId"
+        draft, *options.user_attributes, "user_id", "userId"
     )
     tenant_id = _identity(attrs, resource, options.tenant_attributes) or _association(
-        draft, "tenant_id", "tenantId"
+        draft, *options.tenant_attributes, "tenant_id", "tenantId"
     )
     session_id = (
         _identity(attrs, resource, options.session_attributes)
-        or _association(draft, "session_id", "sessionId", "thread_id")
+        or _association(draft, *options.session_attributes, "session_id", "sessionId", "thread_id")
         or draft.session_id
     )
     return _Identity(user_id=user_id, tenant_id=tenant_id, session_id=session_id)
@@ -279,7 +303,7 @@ def _keep_unmapped(draft: Draft) -> None:
     """Puts the attributes and events nothing mapped on the main record, as given."""
     if draft.main is None:
         return
-    rest = draft.attrs.rest()
+    rest = _without_stacktrace(draft.attrs.rest())
     if rest:
         draft.main["attributes"] = rest
     events = _other_events(draft)
@@ -299,7 +323,7 @@ def _identity(attrs: Attrs, resource: Any, keys: tuple[str, ...]) -> str | None:
 
 
 def _association(draft: Draft, *keys: str) -> str | None:
-    """Identity carried among Traceloop's association properties (kept in the context too)."""
+    """Identity carried in the context: association properties, metadata (kept there too)."""
     if not draft.context:
         return None
     for key in keys:
@@ -316,7 +340,7 @@ def _exception_text(span: OtlpSpan) -> str | None:
     for event in span_events(span):
         if event.name == "exception" and isinstance(event.attributes, Mapping):
             kind = as_text(event.attributes.get("exception.type"))
-            message = as_text(event.attributes.get("exception.message"))
+            message = _without_traceback(as_text(event.attributes.get("exception.message")))
             if kind or message:
                 return ": ".join(p for p in (kind, message) if p)
     return None
@@ -338,7 +362,7 @@ def _outcome(span: OtlpSpan, attrs: Attrs, kind: Kind) -> _Outcome:
     parts: list[str] = []
     if error_type:
         parts.append(error_type)
-    message = as_text(span.status_message)
+    message = _without_traceback(as_text(span.status_message))
     if message and message != error_type:
         parts.append(message)
     if logfire_error:
@@ -377,8 +401,12 @@ def _process_name(span: OtlpSpan, attrs: Attrs, kind: Kind) -> str:
 # -- context, events -----------------------------------------------------------------------
 
 
-def _context(draft: Draft) -> None:
-    """Business context for the execution row: association properties, metadata, tags."""
+def _context(draft: Draft, options: MappingOptions) -> None:
+    """Business context for the execution row: association properties, metadata, tags.
+
+    Framework bookkeeping (see ``_FRAMEWORK_KEY_PREFIXES``) is left out; identifiers are
+    kept whatever their name.
+    """
     attrs, context = draft.attrs, draft.context
     for key, value in attrs.prefixed("traceloop.association.properties.").items():
         context.setdefault(key, value)
@@ -400,24 +428,91 @@ def _context(draft: Draft) -> None:
     service = as_name(resource.get("service.name"))
     if service:
         context.setdefault("service", service)
+    keep = {
+        *_CONTEXT_IDS,
+        *options.user_attributes,
+        *options.tenant_attributes,
+        *options.session_attributes,
+    }
+    for key in [k for k in context if k not in keep and _is_framework_key(k)]:
+        del context[key]
+
+
+def _is_framework_key(key: str) -> bool:
+    return key.startswith(_FRAMEWORK_KEY_PREFIXES)
 
 
 def _other_events(draft: Draft) -> list[dict[str, Any]]:
     """Span events kept on the main record (exceptions, ...) and not mapped elsewhere."""
     kept = []
-    for event in span_events(draft.span)[:_MAX_EVENTS]:
+    for event in span_events(draft.span):
         if event.name == "gen_ai.evaluation.result":
             continue
-        if draft.kind.role == "llm" and is_message_event(event):
-            continue  # in the payload
+        if draft.kind.role == "llm" and (is_message_event(event) or event.name in STREAM_EVENTS):
+            continue  # in the payload, or read as the time to first token
         entry: dict[str, Any] = {"name": event.name}
         at = nanos_to_datetime(event.time_unix_nano)
         if at is not None:
             entry["time"] = at.isoformat()
         if isinstance(event.attributes, Mapping) and event.attributes:
-            entry["attributes"] = dict(event.attributes)
+            entry["attributes"] = _without_stacktrace(event.attributes)
         kept.append(entry)
+        if len(kept) == _MAX_EVENTS:
+            break
     return kept
+
+
+def _without_stacktrace(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """Exception attributes with the stack trace replaced by a short, path-free summary.
+
+    A stack trace names the files of the machine that ran the code (home and install
+    folders, user names) and is long; the type and the message say what failed, the last
+    frame where. ``exception.message`` loses any traceback appended to it.
+    """
+    kept = dict(attributes)
+    trace = kept.pop("exception.stacktrace", None)
+    if "exception.message" in kept:
+        message = _without_traceback(as_text(kept["exception.message"]))
+        kept["exception.message"] = message[:_EXCEPTION_MESSAGE_CHARS] if message else None
+        if kept["exception.message"] is None:
+            del kept["exception.message"]
+    frame = _last_frame(trace) if isinstance(trace, str) else None
+    if frame:
+        kept["exception.frame"] = frame
+    return kept
+
+
+def _without_traceback(text: str | None) -> str | None:
+    """An error text without the traceback some instrumentations append to it.
+
+    LangChain's run errors, which OpenInference sets as the span's status message, are the
+    exception's repr followed by its full traceback.
+    """
+    if not text or _TRACEBACK_START not in text:
+        return text
+    head, _, trace = text.partition(_TRACEBACK_START)
+    head = head.strip()
+    if head:
+        return head
+    # Only a traceback: its last line states the exception.
+    lines = [line.strip() for line in trace.splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    return None if _PYTHON_FRAME.search(last) or not last else last[:_EXCEPTION_MESSAGE_CHARS]
+
+
+def _last_frame(trace: str) -> str | None:
+    """Where the exception was raised: ``function in file.py:line``, without the path.
+
+    Python prints the innermost frame last; JavaScript and Java print it first.
+    """
+    frames = list(_PYTHON_FRAME.finditer(trace))
+    found = frames[-1] if frames else _AT_FRAME.search(trace)
+    if found is None:
+        return None
+    basename = re.split(r"[\\/]", found["path"])[-1]
+    where = f"{basename}:{found['line']}" if found["line"] else basename
+    function = found["function"]
+    return (f"{function} in {where}" if function else where)[:_SUMMARY_CHARS]
 
 
 # -- agents across a trace ----------------------------------------------------------------
@@ -426,33 +521,94 @@ def _other_events(draft: Draft) -> list[dict[str, Any]]:
 def inherit_agents(
     spans: Iterable[OtlpSpan], mapped: Mapping[str, MappedSpan]
 ) -> dict[str, MappedSpan]:
-    """Gives each record without an ``agent_type`` the agent of its nearest agent span.
+    """Fills in what a span's records learn from the spans above them.
 
     Model calls and tool calls rarely name their agent; the agent-run span above them does.
+    Each record without an ``agent_type`` takes the agent of its nearest agent span, else
+    the span's fallback (its LangGraph node). A tool call without a call id takes it from
+    the span that dispatched it (LangGraph's tool node), and, when the tool span held only
+    a bare string as input, that call's arguments too.
 
     Args:
         spans: The spans of one trace.
         mapped: Their mappings, by span id.
 
     Returns:
-        The mappings, with records filled in where an ancestor span ran an agent.
+        The mappings, with records filled in.
     """
     parents = {s.span_id: s.parent_span_id for s in spans}
     result = dict(mapped)
+    claimed: set[str] = set()
     for span_id, item in mapped.items():
-        if not item.records or not any(_needs_agent(r) for r in item.records):
+        if not item.records:
             continue
-        agent, seen, current = item.agent, {span_id}, parents.get(span_id)
-        while agent is None and current is not None and current not in seen:
-            seen.add(current)
-            ancestor = mapped.get(current)
-            agent = ancestor.agent if ancestor is not None else None
-            current = parents.get(current)
-        if agent is None:
-            continue
-        records = tuple(_with_agent(r, agent) if _needs_agent(r) else r for r in item.records)
-        result[span_id] = replace(item, records=records)
+        records = _with_call_ids(item.records, mapped.get(parents.get(span_id) or ""), claimed)
+        if any(_needs_agent(r) for r in records):
+            agent, seen, current = item.agent, {span_id}, parents.get(span_id)
+            while agent is None and current is not None and current not in seen:
+                seen.add(current)
+                ancestor = mapped.get(current)
+                agent = ancestor.agent if ancestor is not None else None
+                current = parents.get(current)
+            agent = agent or item.fallback_agent
+            if agent is not None:
+                records = tuple(_with_agent(r, agent) if _needs_agent(r) else r for r in records)
+        if records != item.records:
+            result[span_id] = replace(item, records=records)
     return result
+
+
+def _with_call_ids(
+    records: tuple[MappedRecord, ...], parent: MappedSpan | None, claimed: set[str]
+) -> tuple[MappedRecord, ...]:
+    """Tool-call records completed from the call their parent span dispatched."""
+    if parent is None or not parent.tool_calls:
+        return records
+    filled = []
+    for record in records:
+        data = record.args.get("data")
+        if (
+            record.table != AGENT
+            or record.args.get("event_type") != "tool_call"
+            or not isinstance(data, dict)
+        ):
+            filled.append(record)
+            continue
+        call = _matching_call(data, parent.tool_calls, claimed)
+        if call is None:
+            filled.append(record)
+            continue
+        claimed.add(call.call_id)
+        updated = {**data, "call_id": call.call_id}
+        if call.args is not None and (data.get("args") is None or _bare_value(data) is not None):
+            # The model's arguments, rather than the bare string the tool was handed.
+            updated["args"] = call.args
+        filled.append(replace(record, args={**record.args, "data": updated}))
+    return tuple(filled)
+
+
+def _matching_call(
+    data: dict[str, Any], calls: tuple[ToolCallRef, ...], claimed: set[str]
+) -> ToolCallRef | None:
+    """The call the record is: by its id when it has one, else the unclaimed call of its tool
+    (of several, the one its bare input names)."""
+    known = data.get("call_id")
+    if known:
+        return next((c for c in calls if c.call_id == known), None)
+    candidates = [c for c in calls if c.tool == data.get("tool") and c.call_id not in claimed]
+    value = _bare_value(data)
+    if len(candidates) > 1 and value is not None:
+        named = [c for c in candidates if c.args and value in c.args.values()]
+        candidates = named or candidates
+    return candidates[0] if candidates else None
+
+
+def _bare_value(data: dict[str, Any]) -> Any:
+    """The tool's input when it was a bare value, kept as ``{"value": ...}``; else None."""
+    args = data.get("args")
+    if isinstance(args, dict) and len(args) == 1 and "value" in args:
+        return args["value"]
+    return None
 
 
 def _needs_agent(record: MappedRecord) -> bool:

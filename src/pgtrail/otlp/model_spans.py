@@ -1,7 +1,8 @@
 """Mapping a model-call span to its ``logs_llm_execution`` record.
 
 The record names the model and provider, counts input, output, cached and reasoning
-tokens, carries the costs the span reports, the time to the first chunk, the system
+tokens, carries the costs the span reports, the time to the first chunk (an attribute, or
+the first streamed-chunk event OpenInference and OpenLLMetry add to the span), the system
 prompt (stored once, referenced by hash) and, in ``payload``, the request and response
 bodies. Each value is looked for under the current GenAI names first, then OpenInference,
 OpenLLMetry, Langfuse and Logfire's, and in the provider's own usage object. A failed
@@ -14,13 +15,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pgtrail.otlp.attributes import Attrs, as_amount, as_count, as_name, prune, span_events
+from pgtrail.otlp.attributes import (
+    Attrs,
+    as_amount,
+    as_count,
+    as_mapping,
+    as_name,
+    nanos_to_datetime,
+    prune,
+    span_events,
+)
 from pgtrail.otlp.classify import is_message_event
 from pgtrail.otlp.draft import Draft
 from pgtrail.otlp.spans import OtlpSpan
 from pgtrail.tables import LLM
 
-__all__ = ["map_model_call"]
+__all__ = ["STREAM_EVENTS", "map_model_call"]
+
+STREAM_EVENTS = frozenset({"First Token Stream Event", "gen_ai.content.completion.chunk"})
+"""Events that mark a streamed response's chunks, not messages: OpenInference adds
+``First Token Stream Event`` when the first chunk arrives, OpenLLMetry one
+``gen_ai.content.completion.chunk`` per chunk. The first of them gives the time to first token."""
 
 _SYSTEM_ROLES = frozenset({"system", "developer"})
 _INVALID_OUTPUT_MARKERS = (
@@ -76,11 +91,16 @@ def map_model_call(draft: Draft) -> None:
     tokens = _tokens(attrs, usage, _dict(response, "usage"))
     costs = _costs(attrs)
     first_chunk_s = attrs.amount("gen_ai.response.time_to_first_chunk")
+    first_token_ms = (
+        _first_chunk_event_ms(draft.span)
+        if first_chunk_s is None
+        else as_count(round(first_chunk_s * 1000))
+    )
     payload = _llm_payload(attrs, draft.kind.family, response, _message_events(draft.span))
     error = draft.failure
     args: dict[str, Any] = {
         "event_type": _llm_event_type(draft) if error else "llm_valid_execution",
-        "agent_type": attrs.name("gen_ai.agent.name"),
+        "agent_type": draft.named_agent(),
         "model": _model(attrs, response),
         "provider": attrs.name(
             "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"
@@ -90,9 +110,7 @@ def map_model_call(draft: Draft) -> None:
         "cached_input_tokens": tokens.cached,
         "reasoning_tokens": tokens.reasoning,
         "processing_time_ms": draft.duration_ms,
-        "time_to_first_token_ms": None
-        if first_chunk_s is None
-        else as_count(round(first_chunk_s * 1000)),
+        "time_to_first_token_ms": first_token_ms,
         "input_cost": costs.input,
         "output_cost": costs.output,
         "total_cost": costs.total,
@@ -129,15 +147,44 @@ class _Costs:
 
 
 def _model(attrs: Attrs, response: dict[str, Any] | None) -> str | None:
-    return attrs.name(
-        "gen_ai.response.model",
-        "gen_ai.request.model",
-        "llm.response.model",
-        "llm.model_name",
-        "embedding.model_name",
-        "llm.request.model",
-        "langfuse.observation.model.name",
-    ) or as_name(_dict_get(response, "model"))
+    return (
+        attrs.name(
+            "gen_ai.response.model",
+            "gen_ai.request.model",
+            "llm.response.model",
+            "llm.model_name",
+            "embedding.model_name",
+            "llm.request.model",
+            "langfuse.observation.model.name",
+        )
+        or as_name(_dict_get(response, "model"))
+        or _requested_model(attrs)
+    )
+
+
+def _requested_model(attrs: Attrs) -> str | None:
+    """The model the request asked for, in OpenInference's invocation parameters.
+
+    OpenInference sets ``llm.model_name`` from the response, so a call that failed (a
+    rate limit, a timeout) names its model only there.
+    """
+    parameters = as_mapping(attrs.raw.get("llm.invocation_parameters")) or as_mapping(
+        attrs.raw.get("embedding.invocation_parameters")
+    )
+    if parameters is None:
+        return None
+    return as_name(parameters.get("model")) or as_name(parameters.get("model_name"))
+
+
+def _first_chunk_event_ms(span: OtlpSpan) -> int | None:
+    """Milliseconds from the span's start to its first streamed-chunk event."""
+    times = [e.time_unix_nano for e in span_events(span) if e.name in STREAM_EVENTS]
+    first = min((t for t in times if nanos_to_datetime(t) is not None), default=None)
+    if first is None or nanos_to_datetime(span.start_unix_nano) is None:
+        return None
+    if first < span.start_unix_nano:
+        return None
+    return as_count(round((first - span.start_unix_nano) / 1e6))
 
 
 def _tokens(attrs: Attrs, usage: Any, response_usage: Any) -> _Tokens:

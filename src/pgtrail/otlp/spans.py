@@ -48,6 +48,21 @@ class OtlpSpan:
 
 
 @dataclass(frozen=True)
+class ToolCallRef:
+    """A tool call a span hands on to the tool spans below it (LangGraph's tool node).
+
+    Attributes:
+        call_id: The id the model gave the call.
+        tool: The tool's name.
+        args: The arguments the model wrote, when they are a JSON object.
+    """
+
+    call_id: str
+    tool: str
+    args: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class MappedRecord:
     """A row one span adds to a log table.
 
@@ -78,3 +93,7 @@ class MappedSpan:
     # The agent this span runs (agent-run spans): records of descendant spans that name no
     # agent belong to it (see pgtrail.otlp.mapping.inherit_agents).
     agent: str | None = None
+    # The agent this span's records take when no span above runs one (a LangGraph node).
+    fallback_agent: str | None = None
+    # Tool calls this span hands to the tool spans below it, which may not name their ids.
+    tool_calls: tuple[ToolCallRef, ...] = ()
