@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from pgtrail.config import Settings
+from pgtrail.otlp.server import OtlpReceiver
 from pgtrail.otlp.spans import STATUS_OK, OtlpSpan, SpanEvent
+from pgtrail.trail import Trail
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in nanoseconds
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -62,3 +67,23 @@ def otel_span(
         resource=resource or {"service.name": "travel-agent"},
         scope=scope,
     )
+
+
+@contextlib.contextmanager
+def receivers(settings: Settings, **defaults: Any) -> Iterator[Callable[..., OtlpReceiver]]:
+    """A factory of started receivers on a free port (``defaults`` for each, then the
+    call's own options), all shut down with their writers on leaving."""
+    started: list[tuple[OtlpReceiver, Trail]] = []
+
+    def make(settings_: Settings = settings, **options: Any) -> OtlpReceiver:
+        trail = Trail(settings_)
+        receiver = OtlpReceiver(trail, port=0, **{**defaults, **options}).start()
+        started.append((receiver, trail))
+        return receiver
+
+    try:
+        yield make
+    finally:
+        for receiver, trail in started:
+            receiver.shutdown()
+            trail.close()

@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -310,3 +311,58 @@ def test_a_trace_still_assembling_in_redis_is_left_to_it_by_the_recovery(
     finally:
         receiver.shutdown()
         trail.close()
+
+
+@pytest.mark.parametrize("switch", ["--durable", "--no-durable"])
+def test_the_cli_answers_after_the_journal_unless_told_not_to(
+    settings: Settings, switch: str
+) -> None:
+    # The journal table is locked by another session: a durable receiver cannot write it,
+    # so its answer waits for the lock; one started with --no-durable never touches it.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    env = {
+        **os.environ,
+        "PGTRAIL_DSN": settings.dsn,
+        "PGTRAIL_REDIS_URL": str(settings.redis_url),
+        "PGTRAIL_REDIS_PREFIX": settings.redis_prefix,
+        "PGTRAIL_SPOOL_DIR": str(settings.spool_dir),
+    }
+    command = [sys.executable, "-m", "pgtrail", "otlp", "serve", "--port", str(port)]
+    server = subprocess.Popen(
+        [*command, "--no-grpc", "--grace", "0.1s", switch],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    trace_id = "c0ffee00" * 4
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None, server.communicate()[1]
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "the receiver did not start"
+            time.sleep(0.1)
+        with psycopg.connect(settings.dsn) as locker:
+            locker.execute("LOCK TABLE pgtrail_otlp_span IN ACCESS EXCLUSIVE MODE")
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(post, port, trace_request(trace_id))
+                concurrent.futures.wait([answer], timeout=3)
+                answered_while_locked = answer.done()
+                locker.rollback()
+                assert answer.result(timeout=30) == 200
+        assert answered_while_locked is (switch == "--no-durable")
+        deadline = time.monotonic() + 20
+        while trace_id not in stored_traces(settings.dsn):
+            assert time.monotonic() < deadline, "the acknowledged trace was never stored"
+            time.sleep(0.1)
+        assert journalled(settings.dsn) == 0
+    finally:
+        server.terminate()
+        server.wait(60)
+        if server.stderr is not None:
+            server.stderr.close()

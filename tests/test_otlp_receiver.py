@@ -629,7 +629,10 @@ def test_pgtrail_otlp_serve_runs_until_sigterm_and_finalises_on_the_way_out(
         "PGTRAIL_OTLP_TOKEN": TOKEN,
     }
     server = subprocess.Popen(
-        [sys.executable, "-m", "pgtrail", "otlp", "serve", "--port", str(port), "--grace", "1h"],
+        [
+            *(sys.executable, "-m", "pgtrail", "otlp", "serve", "--port", str(port)),
+            *("--no-grpc", "--grace", "1h"),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -26,10 +26,10 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from dbrows import one, rows
+from otlp_builders import receivers
 from pgtrail.config import Settings
 from pgtrail.ops.devservices import LocalRedis
 from pgtrail.otlp.server import OtlpReceiver, ServerLimits
-from pgtrail.trail import Trail
 
 TOKEN = "limits-token-51c2"
 NOW_NS = time.time_ns() - 10_000_000_000
@@ -87,20 +87,8 @@ def settled(receiver: OtlpReceiver) -> None:
 @pytest.fixture
 def make_receiver(settings: Settings) -> Iterator[Callable[..., OtlpReceiver]]:
     """Starts receivers (port 0, token, short grace) and stops them after the test."""
-    started: list[tuple[OtlpReceiver, Trail]] = []
-
-    def make(settings_: Settings = settings, **options: Any) -> OtlpReceiver:
-        trail = Trail(settings_)
-        options.setdefault("token", TOKEN)
-        options.setdefault("grace_s", 0.2)
-        receiver = OtlpReceiver(trail, port=0, **options).start()
-        started.append((receiver, trail))
-        return receiver
-
-    yield make
-    for receiver, trail in started:
-        receiver.shutdown()
-        trail.close()
+    with receivers(settings, token=TOKEN, grace_s=0.2) as make:
+        yield make
 
 
 def health(port: int, timeout: float = 3.0) -> int:
@@ -225,7 +213,9 @@ def test_three_hundred_idle_connections_do_not_stop_health(
 
 
 def _serve_command(settings: Settings, port: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pgtrail", "otlp", "serve", "--port", str(port), *extra]
+    # HTTP only: gRPC under load and SIGTERM is tests/test_otlp_grpc.py's.
+    command = [sys.executable, "-m", "pgtrail", "otlp", "serve", "--port", str(port), "--no-grpc"]
+    return [*command, *extra]
 
 
 def _serve_env(settings: Settings) -> dict[str, str]:

@@ -9,7 +9,8 @@ same or an earlier transaction), so the figure includes decoding, assembly in Re
 grace period of the last traces, mapping, and COPY. The writer's own ingest rate
 (``ingest.py``'s workload, ``log_*`` to committed) is measured in the same run, alternately,
 and the receiver is measured as one process and as ``--receivers`` processes sharing the port
-(``--reuse-port``).
+(``--reuse-port``); the one-process setup is measured once more with the same requests in
+the OTLP/JSON encoding.
 
     .venv/bin/python scripts/bench/otlp.py [--spans 50000] [--runs 3] [--receivers 2] [--dsn DSN]
 """
@@ -17,6 +18,7 @@ and the receiver is measured as one process and as ``--receivers`` processes sha
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
 import http.client
 import json
@@ -36,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import psycopg
 import redis
 from benchlib import machine, median, report, scratch_database
+from google.protobuf.json_format import MessageToDict
 from ingest import TABLES, rows_in, truncate, writer_run
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -43,6 +46,9 @@ SPANS_PER_TRACE = 10
 SPANS_PER_REQUEST = 512
 CLIENTS = 2  # sending threads (at least one per receiver process)
 GRACE = "0.2s"
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 REDIS_URL = os.environ.get("PGTRAIL_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -165,6 +171,18 @@ def requests_for(traces: int, seed: int) -> list[bytes]:
     return bodies
 
 
+def as_otlp_json(body: bytes) -> bytes:
+    """A protobuf export request in the OTLP/JSON encoding (ids as hex, not base64)."""
+    document = MessageToDict(ExportTraceServiceRequest.FromString(body))
+    for resource in document.get("resourceSpans", []):
+        for scope in resource.get("scopeSpans", []):
+            for span in scope.get("spans", []):
+                for field in _ID_FIELDS:
+                    if field in span:
+                        span[field] = base64.b64decode(span[field]).hex()
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -182,13 +200,11 @@ def _wait_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError("the receiver did not start")
 
 
-def send(port: int, bodies: list[bytes]) -> None:
+def send(port: int, bodies: list[bytes], content_type: str) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     for body in bodies:
         while True:
-            conn.request(
-                "POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"}
-            )
+            conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": content_type})
             response = conn.getresponse()
             response.read()
             if response.status == 200:
@@ -205,7 +221,9 @@ def count_executions(dsn: str) -> int:
         return int(row[0]) if row else 0
 
 
-def otlp_run(dsn: str, traces: int, seed: int, receivers: int) -> tuple[float, int]:
+def otlp_run(
+    dsn: str, traces: int, seed: int, receivers: int, content_type: str = PROTOBUF
+) -> tuple[float, int]:
     """One run: spans sent through receiver processes until every execution is queryable."""
     truncate(dsn)
     prefix = f"pgtrail-bench:{secrets.token_hex(4)}:"
@@ -218,7 +236,7 @@ def otlp_run(dsn: str, traces: int, seed: int, receivers: int) -> tuple[float, i
         "PGTRAIL_SPOOL_DIR": str(Path(tempfile.gettempdir()) / "pgtrail-bench-otlp"),
     }
     command = [sys.executable, "-m", "pgtrail", "otlp", "serve", "--port", str(port)]
-    command += ["--grace", GRACE, "--reuse-port"]
+    command += ["--grace", GRACE, "--reuse-port", "--no-grpc"]
     servers = [
         subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL) for _ in range(receivers)
     ]
@@ -226,10 +244,14 @@ def otlp_run(dsn: str, traces: int, seed: int, receivers: int) -> tuple[float, i
         _wait_port(port)
         time.sleep(0.5 * receivers)  # every process listening before the clock starts
         bodies = requests_for(traces, seed)
+        if content_type == JSON:
+            bodies = [as_otlp_json(body) for body in bodies]
         clients = max(CLIENTS, receivers)
         shares = [bodies[i::clients] for i in range(clients)]
         start = time.perf_counter()
-        threads = [threading.Thread(target=send, args=(port, share)) for share in shares]
+        threads = [
+            threading.Thread(target=send, args=(port, share, content_type)) for share in shares
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -263,6 +285,7 @@ def main() -> None:
     spans = traces * SPANS_PER_TRACE
     setups = sorted({1, max(1, args.receivers)})
     span_rates: dict[int, list[float]] = {n: [] for n in setups}
+    json_rates: list[float] = []
     writer_rates: list[float] = []
     rows_per_run = 0
     with scratch_database(args.dsn) as dsn:
@@ -272,6 +295,8 @@ def main() -> None:
             for n in setups:
                 elapsed, rows_per_run = otlp_run(dsn, traces, run * traces, n)
                 span_rates[n].append(spans / elapsed)
+            elapsed, _ = otlp_run(dsn, traces, run * traces, 1, JSON)
+            json_rates.append(spans / elapsed)
     writer_per_s = median(writer_rates)
     one = median(span_rates[1])
     best = max(setups, key=lambda n: median(span_rates[n]))
@@ -286,6 +311,9 @@ def main() -> None:
         "spans_per_request": SPANS_PER_REQUEST,
         "otlp_spans_per_s": round(one),
         "otlp_rows_per_s": round(one * rows_per_run / spans),
+        "otlp_json_spans_per_s": round(median(json_rates)),
+        "json_cost_per_span_over_protobuf": round(one / median(json_rates), 3),
+        "all_json_spans_per_s": [round(r) for r in json_rates],
         "writer_rows_per_s": round(writer_per_s),
         "ratio_spans_over_writer_rows": round(one / writer_per_s, 3),
         "receivers_setups": {
@@ -305,6 +333,8 @@ def main() -> None:
         [f"spans queryable, {n} receiver process(es)", float(median(span_rates[n]))] for n in setups
     ]
     table_rows += [
+        ["spans queryable, 1 receiver process, OTLP/JSON", float(median(json_rates))],
+        ["JSON cost per span / protobuf's", summary["json_cost_per_span_over_protobuf"]],
         ["rows written per span (all tables)", summary["rows_per_span"]],
         ["pgtrail writer rows (log_* to committed)", float(summary["writer_rows_per_s"])],
         ["ratio spans (1 process) / writer rows", summary["ratio_spans_over_writer_rows"]],

@@ -60,6 +60,19 @@ class OtlpDecodeError(PgtrailError):
     """The request body is not a valid OTLP trace export request; the message says why."""
 
 
+class ReceiverBusyError(PgtrailError):
+    """The OTLP receiver takes no more exports right now; the message says why.
+
+    Args:
+        message: Why (too many exports in progress, the writer's queue full).
+        retry_after_s: Seconds the sender is asked to wait before trying again.
+    """
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class SinkUnavailableError(PgtrailError):
     """PostgreSQL could not be reached, or the connection broke mid-batch."""
 
@@ -88,5 +101,13 @@ class RetentionError(PgtrailError):
     """Retention cannot run as asked; the message says why and what to do."""
 
 
+class RollupError(PgtrailError):
+    """A rollup refresh or rebuild cannot run as asked; the message says why and what to do."""
+
+
 class EvaluationError(PgtrailError):
     """The rules could not be evaluated (database unreachable, timeout, missing tables)."""
+
+
+class WebhookError(PgtrailError):
+    """A breach could not be posted to the webhook (unreachable, or refused after retries)."""

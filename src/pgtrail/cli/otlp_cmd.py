@@ -1,11 +1,11 @@
-"""``pgtrail otlp serve``: the OpenTelemetry (OTLP/HTTP) trace receiver."""
+"""``pgtrail otlp serve``: the OpenTelemetry (OTLP/HTTP and OTLP/gRPC) trace receiver."""
 
 from __future__ import annotations
 
 import math
 import signal
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,8 +13,10 @@ from pgtrail.cli.app import app, console, fail, settings_of
 from pgtrail.config import ENV_OTLP_TOKEN
 from pgtrail.durations import parse_duration
 from pgtrail.errors import PgtrailError
-from pgtrail.otlp import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT
-from pgtrail.trail import Trail
+from pgtrail.otlp import DEFAULT_GRPC_PORT, DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT
+
+if TYPE_CHECKING:  # the server loads protobuf, redis, uvicorn and grpc: only when serving
+    from pgtrail.otlp.server import OtlpReceiver
 
 otlp_app = typer.Typer(help="OpenTelemetry in: receive OTLP traces into the four tables.")
 app.add_typer(otlp_app, name="otlp")
@@ -44,7 +46,13 @@ def serve_command(
     host: Annotated[
         str, typer.Option(help="Address to listen on; loopback unless you expose it on purpose")
     ] = DEFAULT_HOST,
-    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port")] = DEFAULT_PORT,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="OTLP/HTTP TCP port")] = DEFAULT_PORT,
+    grpc_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="OTLP/gRPC TCP port (0 picks a free one)")
+    ] = DEFAULT_GRPC_PORT,
+    no_grpc: Annotated[
+        bool, typer.Option("--no-grpc", help="Serve OTLP/HTTP only, no gRPC port")
+    ] = False,
     token: Annotated[
         str | None,
         typer.Option(
@@ -105,16 +113,28 @@ def serve_command(
     max_header_kb: Annotated[
         int, typer.Option(min=1, help="Largest request line plus headers, in KiB")
     ] = 64,
+    durable: Annotated[
+        bool,
+        typer.Option(
+            "--durable/--no-durable",
+            help="Answer an export only once its spans are committed to the span journal in "
+            "PostgreSQL (--no-durable: once Redis holds them; faster, but a receiver killed "
+            "or a Redis restarted empty before the trace is written loses it)",
+        ),
+    ] = True,
     shutdown_timeout: Annotated[
         str,
         typer.Option(help="On SIGTERM or SIGINT, how long requests in flight get to finish"),
     ] = "30s",
 ) -> None:
-    """Receive OTLP/HTTP traces (protobuf or JSON) on /v1/traces and write them to pgtrail.
+    """Receive OTLP traces into pgtrail: OTLP/HTTP (protobuf or JSON) on
+    /v1/traces, and OTLP/gRPC on --grpc-port unless --no-grpc.
 
-    Point OTEL_EXPORTER_OTLP_ENDPOINT at http://HOST:PORT. Runs until interrupted; on
-    SIGINT or SIGTERM it stops accepting, finishes the requests in flight (a second signal
-    stops waiting), finalises the traces whose root has arrived and flushes.
+    Point OTEL_EXPORTER_OTLP_ENDPOINT at http://HOST:PORT, or for gRPC at
+    http://HOST:GRPC_PORT with OTEL_EXPORTER_OTLP_PROTOCOL=grpc. Runs until
+    interrupted; on SIGINT or SIGTERM it stops accepting, finishes the requests
+    and calls in flight (a second signal stops waiting), finalises the traces
+    whose root has arrived and flushes.
     """
     settings = settings_of(ctx)
     if settings.redis_url is None:
@@ -122,7 +142,9 @@ def serve_command(
     grace_s = _seconds(grace, "--grace")
     idle_s = _seconds(idle, "--idle")
     # Loads protobuf, redis and uvicorn: only this command.
+    from pgtrail.otlp.grpc_server import GrpcListenError
     from pgtrail.otlp.server import ServerLimits, raise_descriptor_limit, serve
+    from pgtrail.trail import Trail
 
     limits = ServerLimits(
         header_timeout_s=_positive(header_timeout, "--header-timeout"),
@@ -135,8 +157,10 @@ def serve_command(
         max_header_bytes=max_header_kb * 1024,
         shutdown_timeout_s=_positive(shutdown_timeout, "--shutdown-timeout"),
     )
-    # Each connection holds a descriptor; the writer, Redis and the spool need some more.
-    raise_descriptor_limit(max_connections + export_threads + 256)
+    # Each connection holds a descriptor (gRPC's as many again); the writer, Redis and the
+    # spool need some more.
+    servers = 1 if no_grpc else 2
+    raise_descriptor_limit(servers * (max_connections + export_threads) + 256)
 
     signal.signal(signal.SIGTERM, _interrupt)
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
@@ -156,14 +180,24 @@ def serve_command(
                 idle_s=idle_s,
                 reuse_port=reuse_port,
                 limits=limits,
-                on_ready=lambda r: console.print(
-                    f"pgtrail OTLP receiver on {r.endpoint}"
-                    + (" (bearer token required)" if r.token else ""),
-                    highlight=False,
-                    soft_wrap=True,
-                ),
+                grpc_port=None if no_grpc else grpc_port,
+                durable=durable,
+                on_ready=_say_ready,
             )
+    except GrpcListenError as exc:
+        fail(f"{exc} (choose another --grpc-port, or --no-grpc)")
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc}")
     except PgtrailError as exc:
         fail(str(exc))
+
+
+def _say_ready(receiver: OtlpReceiver) -> None:
+    grpc = receiver.grpc
+    console.print(
+        f"pgtrail OTLP receiver on {receiver.endpoint}"
+        + ("" if grpc is None else f" and OTLP/gRPC on {grpc.endpoint}")
+        + (" (bearer token required)" if receiver.token else ""),
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -25,7 +25,8 @@ class ReceiverMetrics:
     """A snapshot of the receiver's own counters and gauges.
 
     Args:
-        responses: Requests answered, by (route, status code).
+        responses: Requests answered, by (route, status code); gRPC calls under the route
+            ``grpc`` with their numeric gRPC status code (0 is OK).
         spans_accepted: Spans held in Redis for assembly.
         spans_refused: Spans not held, by reason (``invalid``: left out of an accepted
             request; ``redis_unavailable``: decoded, but Redis could not hold them).
@@ -62,7 +63,8 @@ def render(receiver: ReceiverMetrics, writer: WriterMetrics) -> bytes:
         lines,
         "pgtrail_otlp_requests_total",
         "counter",
-        "HTTP requests answered, by route and status code.",
+        "Requests answered, by route and status code (route grpc: gRPC calls, by gRPC status"
+        " code).",
         (
             ((("route", route), ("code", str(code))), count)
             for (route, code), count in sorted(receiver.responses.items())

@@ -12,6 +12,10 @@ assemble, is unreachable.
 (a JSON body saying what is up when the request accepts ``application/json``), and
 ``GET /metrics`` the receiver's and the writer's counters in Prometheus text format.
 
+With ``grpc_port`` the receiver also serves OTLP/gRPC (:mod:`pgtrail.otlp.grpc_server`),
+which reaches it through the :class:`~pgtrail.otlp.intake.Intake` methods below: one
+decoder, one token, one bound on exports in progress, one set of counters, one journal.
+
 The HTTP server is uvicorn (widely used in production, h11 parser with strict request
 framing) running a plain ASGI application. Its limits: a connection must send a request's
 headers within ``header_timeout_s`` of opening or of its first byte, and the body within
@@ -54,9 +58,15 @@ import orjson
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from pgtrail.errors import JournalUnavailableError, OtlpDecodeError
+from pgtrail.errors import JournalUnavailableError, OtlpDecodeError, ReceiverBusyError
 from pgtrail.jsonapi import api as json_api
-from pgtrail.otlp import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT
+from pgtrail.otlp import (
+    BUSY_RETRY_AFTER_S,
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PORT,
+    UNAVAILABLE_RETRY_AFTER_S,
+)
 from pgtrail.otlp.assemble import (
     DEFAULT_GRACE_S,
     DEFAULT_IDLE_S,
@@ -66,10 +76,13 @@ from pgtrail.otlp.assemble import (
     TraceAssembler,
 )
 from pgtrail.otlp.decode import Decoded, decode_json, decode_protobuf
+from pgtrail.otlp.grpc_server import GrpcServer
+from pgtrail.otlp.intake import PROTOBUF, Accepted
 from pgtrail.otlp.journal import JournalCounts
 from pgtrail.otlp.mapping import MappingOptions
 from pgtrail.otlp.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pgtrail.otlp.metrics import ReceiverMetrics, render
+from pgtrail.otlp.protowire import bytes_field, varint_field
 from pgtrail.shared_state import TraceBuffer, database_namespace
 from pgtrail.trail import Trail
 from pgtrail.writer.flusher import WriterMetrics
@@ -82,11 +95,8 @@ METRICS_PATH = "/metrics"
 _ROUTES = frozenset({TRACES_PATH, HEALTH_PATH, METRICS_PATH, "/", *json_api.ROUTES})
 _OTHER_ROUTE = "other"  # every unknown path under one label: clients cannot grow the series
 _PROBE_TIMEOUT_S = 3.0
-PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _PROTOBUF_TYPES = {PROTOBUF, "application/protobuf"}
-_RETRY_AFTER_S = 5
-_BUSY_RETRY_AFTER_S = 1
 
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 """Seconds a connection has to send a request's headers."""
@@ -209,7 +219,7 @@ class ServerLimits:
 
 
 class OtlpReceiver:
-    """An OTLP/HTTP trace receiver feeding ``trail``.
+    """An OTLP/HTTP (and, with ``grpc_port``, OTLP/gRPC) trace receiver feeding ``trail``.
 
     Args:
         trail: The writer rows are enqueued into.
@@ -232,6 +242,12 @@ class OtlpReceiver:
             answering (:mod:`pgtrail.otlp.journal`): a 200 then means the spans will be
             stored whatever happens to this process or to Redis, and while PostgreSQL is
             unreachable exports get 503. With False a 200 means held in Redis only.
+        grpc_port: Also serve OTLP/gRPC on this port of ``host`` (0 picks a free one, see
+            :attr:`grpc_port`); None serves HTTP only. The gRPC server
+            (:mod:`pgtrail.otlp.grpc_server`) shares the token, the body limit, the bound on
+            exports in progress, the counters and the journal; it listens with
+            ``reuse_port`` too, serves at most ``limits.max_connections`` calls at once
+            and has ``limits.export_threads`` worker threads of its own.
     """
 
     def __init__(
@@ -250,6 +266,7 @@ class OtlpReceiver:
         limits: ServerLimits | None = None,
         queue_depth: Callable[[], int] | None = None,
         durable: bool = True,
+        grpc_port: int | None = None,
     ) -> None:
         self.trail = trail
         self.token = token or None
@@ -259,6 +276,8 @@ class OtlpReceiver:
         self.stats = ReceiverStats()
         self._stats_lock = threading.Lock()
         self._pending = 0  # exports decoding, assembling or queued: touched on the loop only
+        self._elsewhere = 0  # the same for exports of other transports (gRPC), under the lock
+        self._elsewhere_lock = threading.Lock()
         self.assembler = TraceAssembler(
             trail, grace_s=grace_s, options=options, mapper=mapper, durable=durable
         )
@@ -306,6 +325,26 @@ class OtlpReceiver:
         self._thread: threading.Thread | None = None
         self._ran = threading.Event()  # set once a serving loop has ended
         self._started = False
+        self.grpc: GrpcServer | None = None
+        """The OTLP/gRPC server, when ``grpc_port`` was given."""
+        if grpc_port is not None:
+            try:
+                self.grpc = GrpcServer(
+                    self,
+                    host=host,
+                    port=grpc_port,
+                    max_message_bytes=max_body_bytes,
+                    export_threads=self.limits.export_threads,
+                    max_calls=self.limits.max_connections,
+                    reuse_port=reuse_port,
+                    shutdown_timeout_s=self.limits.shutdown_timeout_s,
+                )
+            except BaseException:
+                self._socket.close()
+                self._workers.shutdown(wait=False)
+                self._prober.shutdown(wait=False)
+                self._probe_buffer.close()
+                raise
 
     @property
     def host(self) -> str:
@@ -323,11 +362,18 @@ class OtlpReceiver:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}{TRACES_PATH}"
 
+    @property
+    def grpc_port(self) -> int | None:
+        """The OTLP/gRPC port listened on, or None when gRPC is not served."""
+        return None if self.grpc is None else self.grpc.port
+
     def serve_forever(self) -> None:
         """Serves on this thread until :meth:`stop` or :meth:`shutdown` is called from another
-        (or a signal handler)."""
+        (or a signal handler); the gRPC server, if any, on a thread of its own."""
         self._started = True
         self.finaliser.start()
+        if self.grpc is not None:
+            self.grpc.start()
         self._prober.submit(self._probe_now)  # opens the probe's connections early
         try:
             self._server.run(sockets=[self._socket])
@@ -364,16 +410,20 @@ class OtlpReceiver:
         self._server.should_exit = True
         if force:
             self._server.force_exit = True
+        if self.grpc is not None:
+            self.grpc.stop(force=force)
 
     def shutdown(self) -> None:
-        """Stops serving, lets the requests in flight finish, finalises the traces whose root
-        arrived, and flushes the writer."""
+        """Stops serving, lets the requests (and gRPC calls) in flight finish, finalises the
+        traces whose root arrived, and flushes the writer."""
         self.stop()
         if self._started:
             self._ran.wait(self.limits.shutdown_timeout_s + 5)
         if self._thread is not None:
             self._thread.join(5)
         self._socket.close()
+        if self.grpc is not None:
+            self.grpc.close()  # drained alongside HTTP: both were asked to stop above
         self._workers.shutdown(wait=True)
         self.finaliser.stop(finalise_rooted=True)
         self.trail.flush()
@@ -399,7 +449,7 @@ class OtlpReceiver:
                     "redis_unavailable": stats.spans_unheld,
                     "journal_unavailable": stats.spans_unjournalled,
                 },
-                exports_in_progress=self._pending,
+                exports_in_progress=self.exports_in_progress,
                 redis_up=probe.traces_pending is not None,
                 traces_pending=probe.traces_pending,
                 journal=probe.journal,
@@ -442,7 +492,8 @@ class OtlpReceiver:
 
     async def _health(self, headers: dict[str, str], send: Send) -> None:
         """``GET /health``: 200 while spans can be taken, 503 while Redis or (when durable)
-        the span journal in PostgreSQL is unreachable.
+        the span journal in PostgreSQL is unreachable, or the gRPC server (when there is
+        one) has stopped serving.
 
         Like every ``GET`` route it asks for no token, whatever ``token`` is: load balancers
         and orchestrators probe without credentials, and the answer holds no span content,
@@ -455,12 +506,13 @@ class OtlpReceiver:
         down.
         """
         probe = await self._ask()
-        body = _health_body(probe, self.trail.metrics())
+        grpc = None if self.grpc is None else "up" if self.grpc.serving else "down"
+        body = _health_body(probe, self.trail.metrics(), grpc)
         status = HTTPStatus.OK if body["status"] == "ok" else HTTPStatus.SERVICE_UNAVAILABLE
         if JSON in headers.get("accept", "").lower():
             await _send(send, status, JSON, orjson.dumps(body))
             return
-        down = [name for name in ("redis", "postgresql") if body[name] == "down"]
+        down = [name for name in ("redis", "postgresql", "grpc") if body.get(name) == "down"]
         text = f"pgtrail OTLP receiver: {' and '.join(down)} down\n" if down else ""
         await _send(send, status, "text/plain", (text or "pgtrail OTLP receiver\n").encode())
 
@@ -482,8 +534,11 @@ class OtlpReceiver:
 
     # -- one request -----------------------------------------------------------------------
 
-    def export(self, body: bytes, content_type: str) -> tuple[int, str]:
-        """Decodes and holds one request's spans; returns (rejected spans, first reason).
+    def export(self, body: bytes, content_type: str) -> Accepted:
+        """Decodes and holds one request's spans; returns what became of them.
+
+        When the receiver is durable it returns once the spans are committed to the span
+        journal: an answer of success may follow.
 
         Args:
             body: The request body, decompressed.
@@ -491,7 +546,8 @@ class OtlpReceiver:
 
         Raises:
             OtlpDecodeError: The body is not an OTLP trace request; nothing was held.
-            AssemblyUnavailableError: Redis is unreachable; nothing was held.
+            AssemblyUnavailableError: Redis (or, a :class:`JournalUnavailableError`, the span
+                journal) is unreachable; nothing was held.
         """
         decoded: Decoded = decode_protobuf(body) if content_type != JSON else decode_json(body)
         try:
@@ -507,13 +563,83 @@ class OtlpReceiver:
         with self._stats_lock:
             self.stats.spans_accepted += accepted
             self.stats.spans_rejected += decoded.rejected
-        return decoded.rejected, decoded.reason
+        return Accepted(rejected=decoded.rejected, reason=decoded.reason)
 
-    def _export_raw(self, raw: bytes, encoding: str, content_type: str) -> tuple[int, str]:
+    def _export_raw(self, raw: bytes, encoding: str, content_type: str) -> Accepted:
         """Decompresses (on a worker thread, like decoding: both take CPU) and exports."""
         if encoding in ("gzip", "deflate"):
             raw = _decompress(raw, encoding, self.max_body_bytes)
         return self.export(raw, content_type)
+
+    # -- the door for other transports (pgtrail.otlp.intake.Intake) -------------------------
+
+    def authorised(self, authorization: str) -> bool:
+        """Whether an ``Authorization`` value carries the receiver's bearer token.
+
+        Always True when the receiver has no token.
+
+        Args:
+            authorization: The value as sent (``Bearer <token>``), empty when none was.
+        """
+        if self.token is None:
+            return True
+        scheme, _, value = authorization.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode(), self.token.encode()
+        )
+
+    @property
+    def exports_in_progress(self) -> int:
+        """Exports decoding, assembling or waiting for a worker now, over every transport."""
+        return self._pending + self._elsewhere
+
+    def busy_reason(self) -> str | None:
+        """Why the receiver takes no more exports now, or None when it takes them.
+
+        It is busy while ``limits.max_pending_exports`` exports are in progress (HTTP and
+        gRPC together) or the writer's queue is full.
+        """
+        pending = self.exports_in_progress
+        if pending >= self.limits.max_pending_exports:
+            return f"{pending} exports are being handled already; retry later"
+        if self.queue_depth is not None:
+            depth = self.queue_depth()
+            if depth >= self.trail.settings.queue_size:
+                return f"the writer's queue is full ({depth:,} records); retry later"
+        return None
+
+    def begin_export(self) -> None:
+        """Takes a place among the exports in progress for another transport's export;
+        :meth:`end_export` gives it back.
+
+        Raises:
+            ReceiverBusyError: The receiver is busy (see :meth:`busy_reason`); nothing
+                was taken.
+        """
+        with self._elsewhere_lock:
+            reason = self.busy_reason()
+            if reason is not None:
+                raise ReceiverBusyError(reason, BUSY_RETRY_AFTER_S)
+            self._elsewhere += 1
+
+    def end_export(self) -> None:
+        """Gives back the place :meth:`begin_export` took (from any thread)."""
+        with self._elsewhere_lock:
+            self._elsewhere -= 1
+
+    def count_answer(self, route: str, code: int, *, refused: bool) -> None:
+        """Counts one request another transport answered, in :attr:`stats` and ``/metrics``.
+
+        Args:
+            route: The ``route`` label it is counted under (``grpc``).
+            code: The status code answered (for gRPC, its numeric status code).
+            refused: It was answered with an error.
+        """
+        with self._stats_lock:
+            stats = self.stats
+            stats.requests += 1
+            stats.refused += int(refused)
+            stats.responses[route, code] = stats.responses.get((route, code), 0) + 1
 
     def _count_refusal(self) -> None:
         with self._stats_lock:
@@ -598,7 +724,7 @@ class OtlpReceiver:
             self._check_busy()  # after the body: a refused one leaves the connection usable
             self._pending += 1
             try:
-                rejected, reason = await self._run_export(
+                accepted = await self._run_export(
                     raw, encoding, JSON if content_type == JSON else PROTOBUF
                 )
             finally:
@@ -620,9 +746,10 @@ class OtlpReceiver:
             )
             await self._refuse(send, failure, answer_type, headers, receive, body_read=True)
             return
-        await _send(send, HTTPStatus.OK, answer_type, _success_body(answer_type, rejected, reason))
+        body = _success_body(answer_type, accepted.rejected, accepted.reason)
+        await _send(send, HTTPStatus.OK, answer_type, body)
 
-    async def _run_export(self, raw: bytes, encoding: str, content_type: str) -> tuple[int, str]:
+    async def _run_export(self, raw: bytes, encoding: str, content_type: str) -> Accepted:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(
@@ -635,23 +762,18 @@ class OtlpReceiver:
                 HTTPStatus.SERVICE_UNAVAILABLE,
                 _UNAVAILABLE,
                 f"spans cannot be made durable right now ({exc}); retry later",
-                {"Retry-After": str(_RETRY_AFTER_S)},
+                {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
             ) from None
         except AssemblyUnavailableError as exc:
             raise _Refusal(
                 HTTPStatus.SERVICE_UNAVAILABLE,
                 _UNAVAILABLE,
                 f"traces cannot be assembled right now ({exc}); retry later",
-                {"Retry-After": str(_RETRY_AFTER_S)},
+                {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
             ) from None
 
     def _check_token(self, given: str) -> None:
-        if self.token is None:
-            return
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            value.strip().encode(), self.token.encode()
-        ):
+        if not self.authorised(given):
             raise _Refusal(
                 HTTPStatus.UNAUTHORIZED,
                 _UNAUTHENTICATED,
@@ -660,23 +782,14 @@ class OtlpReceiver:
             )
 
     def _check_busy(self) -> None:
-        busy = {"Retry-After": str(_BUSY_RETRY_AFTER_S)}
-        if self._pending >= self.limits.max_pending_exports:
+        reason = self.busy_reason()
+        if reason is not None:
             raise _Refusal(
                 HTTPStatus.TOO_MANY_REQUESTS,
                 _RESOURCE_EXHAUSTED,
-                f"{self._pending} exports are being handled already; retry later",
-                busy,
+                reason,
+                {"Retry-After": str(BUSY_RETRY_AFTER_S)},
             )
-        if self.queue_depth is not None:
-            depth = self.queue_depth()
-            if depth >= self.trail.settings.queue_size:
-                raise _Refusal(
-                    HTTPStatus.TOO_MANY_REQUESTS,
-                    _RESOURCE_EXHAUSTED,
-                    f"the writer's queue is full ({depth:,} records); retry later",
-                    busy,
-                )
 
     def _queued(self) -> int:
         return self.trail.queued
@@ -982,15 +1095,17 @@ def _decompress(raw: bytes, encoding: str, limit: int) -> bytes:
             return bytes(out)
 
 
-def _health_body(probe: Probe, writer: WriterMetrics) -> dict[str, Any]:
-    """What ``/health`` says in JSON: overall status, then each dependency."""
+def _health_body(probe: Probe, writer: WriterMetrics, grpc: str | None) -> dict[str, Any]:
+    """What ``/health`` says in JSON: overall status, then each dependency, then the gRPC
+    server's state (``up`` or ``down``; absent when gRPC is not served)."""
     redis_up = probe.traces_pending is not None
     if probe.journal_up is None:  # not durable: the writer's spool rides out PostgreSQL
         postgresql = "up" if writer.postgresql_up else "spooling"
     else:
         postgresql = "up" if probe.journal_up else "down"
+    ok = redis_up and postgresql != "down" and grpc != "down"
     body: dict[str, Any] = {
-        "status": "ok" if redis_up and postgresql != "down" else "unavailable",
+        "status": "ok" if ok else "unavailable",
         "redis": "up" if redis_up else "down",
         "postgresql": postgresql,
         "spool_files": writer.spool_files,
@@ -999,6 +1114,8 @@ def _health_body(probe: Probe, writer: WriterMetrics) -> dict[str, Any]:
     if probe.journal is not None:
         body["journal_spans"] = probe.journal.waiting
         body["journal_stuck_spans"] = probe.journal.stuck
+    if grpc is not None:
+        body["grpc"] = grpc
     return body
 
 
@@ -1025,20 +1142,8 @@ def _status_body(answer_type: str, code: int, message: str) -> bytes:
     if answer_type == JSON:
         return orjson.dumps({"code": code, "message": message})
     text = message.encode()
-    # Field 1 (code, varint) and field 2 (message, length-delimited) of google.rpc.Status.
-    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    # Field 1 (code) and field 2 (message) of google.rpc.Status.
+    return varint_field(1, code) + bytes_field(2, text)
 
 
 def serve(
