@@ -14,8 +14,17 @@ from pgtrail.cli.report_cmds import TenantOption, TimeoutOption
 from pgtrail.errors import PgtrailError
 from pgtrail.read import reports
 from pgtrail.read.journey import journey_dict, load_journey
-from pgtrail.read.render import journey_timeline, json_text, trace_tree
-from pgtrail.read.trace import load_trace, parse_execution_id, trace_dict
+from pgtrail.read.render import journey_timeline, json_text, write_trace
+from pgtrail.read.trace import load_trace, parse_execution_id
+from pgtrail.read.trace_view import (
+    DEFAULT_BREADTH,
+    DEFAULT_DEPTH,
+    DEFAULT_EVENTS,
+    DEFAULT_LINES,
+    TraceLimits,
+    view_dict,
+    view_trace,
+)
 
 
 class TraceFormat(StrEnum):
@@ -49,22 +58,54 @@ def trace_command(
     ctx: typer.Context,
     execution_id: Annotated[str, typer.Argument(help="The execution id (a UUID)")],
     fmt: Annotated[TraceFormat, typer.Option("--format", help="tree or json")] = TraceFormat.tree,
+    process: Annotated[
+        str | None,
+        typer.Option(help="Show only this process (a span id) and what runs under it"),
+    ] = None,
+    depth: Annotated[
+        int, typer.Option(min=0, help="Process levels shown below the root of what is shown")
+    ] = DEFAULT_DEPTH,
+    breadth: Annotated[
+        int, typer.Option(min=1, help="Child processes shown per process, in start order")
+    ] = DEFAULT_BREADTH,
+    events: Annotated[
+        int, typer.Option(min=0, help="Events shown per process, in time order (0: none)")
+    ] = DEFAULT_EVENTS,
+    limit: Annotated[
+        int,
+        typer.Option(min=1, help="Process and event lines in all, filled level by level"),
+    ] = DEFAULT_LINES,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Lift every limit: the whole tree, every event")
+    ] = False,
     tenant: TenantOption = None,
     timeout_ms: TimeoutOption = None,
 ) -> None:
     """Show one execution: its processes with duration and status, the LLM calls and agent
-    events under the process they happened in, and cost rolled up to the root."""
+    events under the process they happened in, and cost rolled up to the root.
+
+    A big execution is cut to --depth, --breadth, --events and --limit; every cut says what
+    it hid (processes, failures, LLM calls, cost) and how to see it, and JSON carries the
+    same counts on the process where the cut was made.
+    """
     settings = settings_of(ctx)
+    limits = (
+        TraceLimits.unlimited(process)
+        if show_all
+        else TraceLimits(depth=depth, breadth=breadth, events=events, lines=limit, process=process)
+    )
     try:
         trace = load_trace(
             settings, parse_execution_id(execution_id), tenant=tenant, timeout_ms=timeout_ms
         )
+        view = view_trace(trace, limits)
     except PgtrailError as exc:
         fail(str(exc))
     if fmt is TraceFormat.json:
-        sys.stdout.write(json_text(trace_dict(trace)) + "\n")
+        sys.stdout.write(json_text(view_dict(view)) + "\n")
     else:
-        console.print(trace_tree(trace))
+        colours = None if console.no_color else console.color_system
+        write_trace(view, console.file, color_system=colours)
 
 
 @app.command("journey")

@@ -5,6 +5,10 @@ The machine formats (CSV, JSON) are plain text written straight to the stream: n
 wrapping, the same bytes whether or not the output is a terminal. Values are written the same
 way everywhere: decimals as exact numbers (never through a float), datetimes in ISO 8601 with
 their offset, UUIDs as text, JSON columns as JSON, intervals as seconds.
+
+The execution tree is written line by line from a view of the trace (see
+:mod:`pgtrail.read.trace_view`), with its guides drawn here and styles turned into ANSI
+codes only for a terminal: laying a big tree out with rich took seconds.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from json.encoder import encode_basestring
+from typing import IO, Any, NamedTuple
 
+from rich.console import COLOR_SYSTEMS
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -32,11 +38,20 @@ from pgtrail.read.trace import (
     TracedJourneyEvent,
     TracedLlmCall,
 )
+from pgtrail.read.trace_view import (
+    ShownProcess,
+    Totals,
+    TraceLimits,
+    TraceView,
+    subtree_totals,
+    view_trace,
+)
 
 TABLE_FORMATS = ("table", "csv", "json", "md")
 """Output formats of ``pgtrail report run`` and ``pgtrail sql``."""
 
 _TABLE_CELL_CHARS = 300
+_INDENT_LEVELS = 64
 
 
 # --------------------------------------------------------------------------- values
@@ -74,13 +89,64 @@ def jsonable(value: Any) -> Any:
 
 
 def json_text(value: Any, *, indent: int | None = 2) -> str:
-    """JSON text of ``value``; decimals are written as exact numbers, non-finite ones as null."""
+    """JSON text of ``value``; decimals are written as exact numbers, non-finite ones as null.
+
+    Containers are walked with a stack, not by recursion, so a value nested thousands deep
+    (the tree of a deep execution) is written like any other; indentation stops growing
+    past 64 levels, so the text stays proportional to the value.
+
+    Args:
+        value: dicts, lists and anything :func:`jsonable` converts.
+        indent: spaces per level, or None for one line.
+    """
     out: list[str] = []
-    _encode(jsonable(value), out, indent, 0)
+    levels = range(_INDENT_LEVELS + 1)
+    margins = ["" if indent is None else "\n" + " " * (indent * level) for level in levels]
+    separator = ", " if indent is None else ","
+    # Each frame: the rest of a container's items, whether it is a mapping, its closing
+    # bracket, whether an item was written yet.
+    stack: list[tuple[Iterator[Any], bool, str, bool]] = []
+    frame = _open(value, out)
+    if frame is not None:
+        stack.append(frame)
+    while stack:
+        items, keyed, closing, written = stack[-1]
+        entry: Any = next(items, _END)
+        if entry is _END:
+            stack.pop()
+            margin = margins[min(len(stack), _INDENT_LEVELS)] if written else ""
+            out.append(margin + closing)
+            continue
+        if written:
+            out.append(separator)
+        else:
+            stack[-1] = (items, keyed, closing, True)
+        out.append(margins[min(len(stack), _INDENT_LEVELS)])
+        if keyed:
+            key, entry = entry
+            out.append(encode_basestring(key if type(key) is str else str(key)) + ": ")
+        frame = _open(entry, out)
+        if frame is not None:
+            stack.append(frame)
     return "".join(out)
 
 
-def _encode(value: Any, out: list[str], indent: int | None, level: int) -> None:
+_END = object()
+
+
+def _open(value: Any, out: list[str]) -> tuple[Iterator[Any], bool, str, bool] | None:
+    """Writes a scalar, or the opening bracket of a container and returns its frame."""
+    kind = type(value)
+    if kind is str:
+        out.append(encode_basestring(value))
+        return None
+    if kind is dict or isinstance(value, Mapping):
+        out.append("{")
+        return iter(value.items()), True, "}", False
+    if kind is list or isinstance(value, list | tuple | set | frozenset):
+        out.append("[")
+        return iter(value), False, "]", False
+    value = jsonable(value)
     if value is None:
         out.append("null")
     elif value is True:
@@ -93,36 +159,9 @@ def _encode(value: Any, out: list[str], indent: int | None, level: int) -> None:
         out.append(decimal_text(value))
     elif isinstance(value, float):
         out.append(repr(value))
-    elif isinstance(value, str):
-        out.append(json.dumps(value, ensure_ascii=False))
-    elif isinstance(value, dict):
-        _encode_items(
-            [(json.dumps(k, ensure_ascii=False) + ": ", v) for k, v in value.items()],
-            "{}",
-            out,
-            indent,
-            level,
-        )
     else:
-        _encode_items([("", v) for v in value], "[]", out, indent, level)
-
-
-def _encode_items(
-    items: list[tuple[str, Any]], brackets: str, out: list[str], indent: int | None, level: int
-) -> None:
-    if not items:
-        out.append(brackets)
-        return
-    out.append(brackets[0])
-    inner = "" if indent is None else "\n" + " " * (indent * (level + 1))
-    for position, (prefix, item) in enumerate(items):
-        if position:
-            out.append("," if indent is not None else ", ")
-        out.append(inner + prefix if indent is not None else prefix)
-        _encode(item, out, indent, level + 1)
-    if indent is not None:
-        out.append("\n" + " " * (indent * level))
-    out.append(brackets[1])
+        out.append(encode_basestring(str(value)))
+    return None
 
 
 def plain_text(value: Any) -> str:
@@ -338,18 +377,49 @@ def _tokens(call: TracedLlmCall) -> str:
     return text
 
 
-def _llm_line(call: TracedLlmCall) -> Text:
+class Part(NamedTuple):
+    """A piece of a line and its rich style ("" for none)."""
+
+    text: str
+    style: str = ""
+
+
+_DOT = Part(" · ", "dim")
+
+
+def _parts(*pieces: Part | str | list[Part] | None) -> list[Part]:
+    """Non-empty pieces separated by a dim dot."""
+    line: list[Part] = []
+    for piece in pieces:
+        if not piece:
+            continue
+        if line:
+            line.append(_DOT)
+        if isinstance(piece, str):
+            line.append(Part(piece))
+        elif isinstance(piece, Part):
+            line.append(piece)
+        else:
+            line.extend(piece)
+    return line
+
+
+def _status_part(status: str | None) -> Part | None:
+    return None if status is None else Part(status, _STATUS_STYLES.get(status, ""))
+
+
+def _llm_parts(call: TracedLlmCall) -> list[Part]:
     outcome = "ok" if call.outcome == "llm_valid_execution" else call.outcome.removeprefix("llm_")
     model = call.model or "unknown model"
     who = f"{model} ({call.agent_type})" if call.agent_type else model
-    return _join(
-        Text.assemble(("LLM ", "bold cyan"), who),
+    return _parts(
+        [Part("LLM ", "bold cyan"), Part(who)],
         call.prompt_version and f"prompt {call.prompt_version}",
         _tokens(call),
         format_cost(call.cost) if call.cost is not None else "cost unknown",
         format_ms(call.latency_ms) if call.latency_ms is not None else None,
-        Text(outcome, style="green" if outcome == "ok" else "bold red"),
-        call.error and Text(_short(call.error), style="red"),
+        Part(outcome, "green" if outcome == "ok" else "bold red"),
+        call.error and Part(_short(call.error), "red"),
     )
 
 
@@ -364,56 +434,87 @@ def _agent_detail(event: TracedAgentEvent) -> str:
         data.get("context_management"), Mapping
     ):
         return key_fields(data["context_management"])
+    if event.event_type == "score" and "name" in data:  # as pgtrail.log_score stores one
+        return _score_detail(data)
     return key_fields(data, skip=("event_duration_ms",))
 
 
-def _agent_line(event: TracedAgentEvent) -> Text:
+def _score_detail(data: Mapping[str, Any]) -> str:
+    """``helpfulness = 0.4 (poor) by model: "too vague"``."""
+    label = data.get("label")
+    value = data.get("value")
+    text = f"{_short(data['name'])} = {_short(value)}"
+    if label is not None and plain_text(label) != plain_text(value):
+        text += f" ({_short(label)})"
+    if data.get("source"):
+        text += f" by {_short(data['source'])}"
+    if data.get("comment"):
+        text += f': "{_short(data["comment"])}"'
+    return text
+
+
+def _agent_parts(event: TracedAgentEvent) -> list[Part]:
     who = f" ({event.agent_type})" if event.agent_type else ""
-    return _join(
-        Text.assemble(("agent ", "bold magenta"), f"{event.event_type}{who}"),
+    return _parts(
+        [Part("agent ", "bold magenta"), Part(f"{event.event_type}{who}")],
         _agent_detail(event),
         format_ms(event.duration_ms) if event.duration_ms is not None else None,
     )
 
 
-def _journey_line(event: TracedJourneyEvent) -> Text:
-    return _join(
-        Text.assemble(("journey ", "bold green"), event.event_type), key_fields(event.data)
-    )
+def _journey_parts(event: TracedJourneyEvent) -> list[Part]:
+    return _parts([Part("journey ", "bold green"), Part(event.event_type)], key_fields(event.data))
+
+
+def event_parts(event: Event) -> list[Part]:
+    """One event as the styled pieces of one line, prefixed by its UTC time of day.
+
+    Args:
+        event: an LLM call, agent event or journey event of a trace.
+    """
+    if isinstance(event, TracedLlmCall):
+        body = _llm_parts(event)
+    elif isinstance(event, TracedAgentEvent):
+        body = _agent_parts(event)
+    else:
+        body = _journey_parts(event)
+    stamp = event.created_at.astimezone(dt.UTC).strftime("%H:%M:%S")
+    return [Part(stamp + " ", "dim"), *body]
 
 
 def event_line(event: Event) -> Text:
-    """One event on one line, prefixed by its UTC time of day."""
-    if isinstance(event, TracedLlmCall):
-        body = _llm_line(event)
-    elif isinstance(event, TracedAgentEvent):
-        body = _agent_line(event)
-    else:
-        body = _journey_line(event)
-    stamp = event.created_at.astimezone(dt.UTC).strftime("%H:%M:%S")
-    return Text.assemble((stamp + " ", "dim"), body)
+    """One event on one line, prefixed by its UTC time of day.
+
+    Args:
+        event: an LLM call, agent event or journey event of a trace.
+    """
+    return Text.assemble(*event_parts(event))
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 'es' if word.endswith('s') else 's'}"
 
 
 def _cost_part(cost: Decimal, calls: int, unpriced: int, *, label: str = "") -> str | None:
     if not calls:
         return None
-    text = f"{format_cost(cost)}{label} ({calls} LLM call{'s' if calls != 1 else ''}"
+    text = f"{format_cost(cost)}{label} ({_plural(calls, 'LLM call')}"
     if unpriced:
-        text += f", {unpriced} unpriced"
+        text += f", {unpriced:,} unpriced"
     return text + ")"
 
 
-def _process_label(node: ProcessNode) -> Text:
-    name = Text(node.name, style="bold" if node.recorded else "italic")
+def _process_parts(node: ProcessNode) -> list[Part]:
+    name = [Part(node.name, "bold" if node.recorded else "italic")]
     if not node.recorded:
-        name.append(" (not in the execution row)", style="dim")
+        name.append(Part(" (not in the execution row)", "dim"))
     own = ""
     if node.children and node.llm_calls and node.llm_calls != node.subtree_llm_calls:
         own = f"own {format_cost(node.cost)}"
-    return _join(
+    return _parts(
         name,
         format_ms(node.duration_ms) if node.duration_ms is not None else None,
-        _status(node.status),
+        _status_part(node.status),
         _cost_part(
             node.subtree_cost,
             node.subtree_llm_calls,
@@ -421,25 +522,98 @@ def _process_label(node: ProcessNode) -> Text:
             label=" subtree" if node.children else "",
         ),
         own,
-        node.error and Text(_short(node.error), style="red"),
+        node.error and Part(_short(node.error), "red"),
     )
 
 
-def _add_process(branch: Tree, node: ProcessNode) -> None:
-    for event in node.events:
-        branch.add(event_line(event))
-    for child in node.children:
-        _add_process(branch.add(_process_label(child)), child)
+def _totals_text(totals: Totals, *, with_processes: bool) -> str:
+    pieces: list[str] = []
+    if with_processes:
+        failed = f" ({totals.failed_processes:,} failed)" if totals.failed_processes else ""
+        pieces.append(_plural(totals.processes, "process") + failed)
+    if totals.llm_calls:
+        calls = _plural(totals.llm_calls, "LLM call")
+        if totals.failed_llm_calls:
+            calls += f" ({totals.failed_llm_calls:,} failed)"
+        cost = format_cost(totals.cost)
+        if totals.unpriced_llm_calls:
+            cost += f" + {totals.unpriced_llm_calls:,} unpriced"
+        pieces.append(f"{calls}, {cost}")
+    others = totals.events - totals.llm_calls
+    if others:
+        pieces.append(_plural(others, "other event"))
+    return ", ".join(pieces)
 
 
-def trace_tree(trace: Trace) -> Tree:
-    """The execution as a rich tree: processes with duration, status and rolled-up cost,
-    and under each the LLM calls, agent events and journey events logged in it."""
+def _see(node: ProcessNode, option: str = "") -> str:
+    """How to see what is hidden under ``node``: open it, with a wider limit if needed."""
+    if node.span_id is None:
+        return f" — see them with {option.strip() or '--all'}"
+    return f" — see them with --process {node.span_id}{option}"
+
+
+def _hidden_children_parts(view: TraceView, shown: ShownProcess) -> list[Part]:
+    hidden = shown.hidden_children
+    assert hidden is not None
+    node = shown.node
+    kids = len(node.children)
+    more = "" if hidden.count == kids else " more"
+    what = f"… {hidden.count:,}{more} child process{'' if hidden.count == 1 else 'es'} hidden"
+    if hidden.cut == "depth":
+        why, see = f"deeper than --depth {view.limits.depth}", _see(node)
+    elif hidden.cut == "breadth":
+        why, see = f"past --breadth {view.limits.breadth}", _see(node, f" --breadth {kids}")
+    else:
+        why, see = f"past --limit {view.limits.lines}", _see(node)
+    detail = _totals_text(hidden.totals, with_processes=True)
+    failed = hidden.totals.first_failed_span_id
+    first = f"; first failed: {failed}" if failed else ""
+    return [Part(f"{what} ({why}): {detail}{first}{see}", "dim")]
+
+
+def _hidden_events_parts(view: TraceView, shown: ShownProcess) -> list[Part]:
+    hidden = shown.hidden_events
+    assert hidden is not None
+    count = len(shown.node.events)
+    more = "" if hidden.count == count else " more"
+    what = f"… {hidden.count:,}{more} event{'' if hidden.count == 1 else 's'} hidden"
+    if hidden.cut == "events":
+        why, see = f"past --events {view.limits.events}", _see(shown.node, f" --events {count}")
+    else:
+        why, see = f"past --limit {view.limits.lines}", _see(shown.node)
+    detail = _totals_text(hidden.totals, with_processes=False)
+    return [Part(f"{what} ({why}): {detail}{see}", "dim")]
+
+
+def _folded_parts(view: TraceView, shown: ShownProcess) -> list[Part]:
+    """The suffix of a process that shows none of what it holds."""
+    children, events = shown.hidden_children, shown.hidden_events
+    below = subtree_totals(shown.node.children) if children is not None else None
+    pieces = []
+    if below is not None and below.processes:
+        failed = f" ({below.failed_processes:,} failed)" if below.failed_processes else ""
+        pieces.append(f"{_plural(below.processes, 'process')} below{failed}")
+    count = (below.events if below is not None else 0) + (events.count if events else 0)
+    if count:
+        pieces.append(_plural(count, "event"))
+    cuts = {h.cut for h in (children, events) if h is not None}
+    if "lines" in cuts:
+        why = f"past --limit {view.limits.lines}"
+    elif "depth" in cuts:
+        why = f"deeper than --depth {view.limits.depth}"
+    else:
+        why = "--events 0"
+    see = f"; open with --process {shown.node.span_id}" if shown.node.span_id else ""
+    return [_DOT, Part(f"▸ {', '.join(pieces)} not shown ({why}{see})", "dim")]
+
+
+def _trace_head(view: TraceView) -> list[list[Part]]:
+    trace = view.trace
     root = trace.root
-    head = Text.assemble(("execution ", "dim"), (str(trace.execution_id), "bold"))
+    head = [Part("execution ", "dim"), Part(str(trace.execution_id), "bold")]
     if not trace.finished:
-        head.append("  still open: no execution row written yet", style="bold yellow")
-    who = _join(
+        head.append(Part("  still open: no execution row written yet", "bold yellow"))
+    who = _parts(
         trace.user_id and f"user {trace.user_id}",
         trace.session_id and f"session {trace.session_id}",
         trace.tenant_id and f"tenant {trace.tenant_id}",
@@ -447,17 +621,146 @@ def trace_tree(trace: Trace) -> Tree:
         f"parent {trace.parent_execution_id}" if trace.parent_execution_id else None,
     )
     duration = trace.duration_ms if trace.finished else root.duration_ms
-    total = _join(
-        Text(root.name, style="bold"),
+    total = _parts(
+        Part(root.name, "bold"),
         format_ms(duration) if duration is not None else None,
-        _status(trace.status),
+        _status_part(trace.status),
         _cost_part(trace.total_cost, trace.llm_calls, root.unpriced_calls, label=" total")
         or "no LLM calls",
-        trace.error and Text(_short(trace.error), style="red"),
+        trace.error and Part(_short(trace.error), "red"),
     )
-    label = Text("\n").join([head, who, total]) if who else Text("\n").join([head, total])
-    tree = Tree(label)
-    _add_process(tree, root)
+    lines = [head, who, total] if who else [head, total]
+    if view.root.node is not root:
+        path = " › ".join(n.name for n in view.path)
+        lines.append([Part("showing process ", "dim"), Part(str(view.limits.process), "bold")])
+        lines.append([Part(f"under {path}", "dim")])
+        lines.append(_process_parts(view.root.node))
+    return lines
+
+
+def _trace_foot(view: TraceView) -> list[Part]:
+    total_processes = view.shown_processes + view.hidden_processes
+    total_events = view.shown_events + view.hidden_events
+    return [
+        Part(
+            f"shown: {view.shown_processes:,} of {_plural(total_processes, 'process')} and "
+            f"{view.shown_events:,} of {_plural(total_events, 'event')}; "
+            "--all shows everything",
+            "bold",
+        )
+    ]
+
+
+_GUIDE_FORK, _GUIDE_LAST, _GUIDE_PASS, _GUIDE_SPACE = "├── ", "└── ", "│   ", "    "
+
+
+def trace_lines(view: TraceView) -> Iterator[list[Part]]:
+    """The view as lines of styled pieces: a head, the tree with its guides (events of each
+    process first, then its children, then what a limit hid), and a foot when something
+    is hidden. Depth first without recursion, so a tree of any depth is written.
+
+    Args:
+        view: what to show (see :func:`pgtrail.read.trace_view.view_trace`).
+    """
+    yield from _trace_head(view)
+    # Each entry: what to write, the guides above it, and whether it is the last sibling.
+    stack: list[tuple[ShownProcess | list[Part], str, bool]] = []
+    _push_contents(stack, view, view.root, "")
+    while stack:
+        item, guides, last = stack.pop()
+        branch = guides + (_GUIDE_LAST if last else _GUIDE_FORK)
+        if isinstance(item, list):
+            yield [Part(branch, "dim"), *item]
+            continue
+        line = [Part(branch, "dim"), *_process_parts(item.node)]
+        if item.folded:
+            line.extend(_folded_parts(view, item))
+            yield line
+            continue
+        yield line
+        _push_contents(stack, view, item, guides + (_GUIDE_SPACE if last else _GUIDE_PASS))
+    if not view.complete:
+        yield _trace_foot(view)
+
+
+def _push_contents(
+    stack: list[tuple[ShownProcess | list[Part], str, bool]],
+    view: TraceView,
+    shown: ShownProcess,
+    guides: str,
+) -> None:
+    """Pushes a process's lines (events, hidden events, children, hidden children)."""
+    items: list[ShownProcess | list[Part]] = [event_parts(e) for e in shown.events]
+    if shown.hidden_events is not None:
+        items.append(_hidden_events_parts(view, shown))
+    items.extend(shown.children)
+    if shown.hidden_children is not None:
+        items.append(_hidden_children_parts(view, shown))
+    for position in range(len(items) - 1, -1, -1):
+        stack.append((items[position], guides, position == len(items) - 1))
+
+
+def write_trace(view: TraceView, stream: IO[str], *, color_system: str | None = None) -> None:
+    """Writes the view to ``stream``, one line per process or event, unwrapped.
+
+    Lines are written as they are made, plain, or with ANSI styles for a terminal: a big
+    trace costs a few microseconds a line, not rich's layout of a tree.
+
+    Args:
+        view: what to show (see :func:`pgtrail.read.trace_view.view_trace`).
+        stream: where to write.
+        color_system: a rich colour system name (``standard``, ``256``, ``truecolor``) to
+            style the lines for, or None for plain text.
+    """
+    system = COLOR_SYSTEMS.get(color_system) if color_system else None
+    styles: dict[str, Style] = {}
+    chunk: list[str] = []
+    for line in trace_lines(view):
+        if system is None:
+            chunk.append("".join(part.text for part in line))
+        else:
+            pieces = []
+            for text, style in line:
+                if style:
+                    parsed = styles.get(style) or styles.setdefault(style, Style.parse(style))
+                    text = parsed.render(text, color_system=system)
+                pieces.append(text)
+            chunk.append("".join(pieces))
+        if len(chunk) >= 500:
+            stream.write("\n".join(chunk) + "\n")
+            chunk.clear()
+    if chunk:
+        stream.write("\n".join(chunk) + "\n")
+
+
+def trace_tree(trace: Trace, limits: TraceLimits | None = None) -> Tree:
+    """The execution as a rich tree, within ``limits``: processes with duration, status and
+    rolled-up cost, under each the LLM calls, agent events and journey events logged in it,
+    and what a limit hid. For a page of output; :func:`write_trace` writes big traces fast.
+
+    Args:
+        trace: a loaded trace.
+        limits: what to show; None for the defaults.
+    """
+    view = view_trace(trace, limits)
+    head = [Text.assemble(*line) for line in _trace_head(view)]
+    tree = Tree(Text("\n").join(head))
+    stack: list[tuple[Tree, ShownProcess]] = [(tree, view.root)]
+    while stack:
+        branch, shown = stack.pop()
+        for event in shown.events:
+            branch.add(event_line(event))
+        if shown.hidden_events is not None:
+            branch.add(Text.assemble(*_hidden_events_parts(view, shown)))
+        for child in shown.children:
+            label = _process_parts(child.node)
+            if child.folded:
+                label.extend(_folded_parts(view, child))
+            stack.append((branch.add(Text.assemble(*label)), child))
+        if shown.hidden_children is not None:
+            branch.add(Text.assemble(*_hidden_children_parts(view, shown)))
+    if not view.complete:
+        tree.add(Text.assemble(*_trace_foot(view)))
     return tree
 
 

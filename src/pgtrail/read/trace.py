@@ -26,6 +26,10 @@ from pgtrail.shared_state import RedisState
 from pgtrail.statements import STATEMENTS
 
 EventKind = Literal["llm", "agent", "journey"]
+VALID_OUTCOME = "llm_valid_execution"
+"""The outcome of a model call that succeeded; every other outcome is a failure."""
+FAILED_STATUS = "error"
+"""The status of a process that failed."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,9 @@ class ProcessNode:
 
     ``recorded`` is False for a span that events name but the execution's row does not list
     (a step of a service that joined without Redis, or of an execution still running).
+    The ``subtree_*``, ``unpriced_calls``, ``failed_*`` and ``first_failed_span_id`` counts
+    are over the node and everything below it; a process failed when its status is
+    ``error``, a call when its outcome is not ``llm_valid_execution``.
     """
 
     span_id: str | None
@@ -114,12 +121,20 @@ class ProcessNode:
     subtree_cost: Decimal = Decimal(0)
     subtree_llm_calls: int = 0
     unpriced_calls: int = 0
+    subtree_processes: int = 1
+    subtree_events: int = 0
+    failed_processes: int = 0
+    failed_llm_calls: int = 0
+    first_failed_span_id: str | None = None
 
     def walk(self) -> list[ProcessNode]:
         """This node and every node below it, depth first, in start order."""
-        nodes = [self]
-        for child in self.children:
-            nodes.extend(child.walk())
+        nodes: list[ProcessNode] = []
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            nodes.append(node)
+            stack.extend(reversed(node.children))
         return nodes
 
 
@@ -405,6 +420,13 @@ def build_tree(
 
     A process whose parent is unknown (or whose parents loop) hangs under the root. Events of
     a span no record names get a node of their own under the root, marked not recorded.
+    Every step is linear in the number of processes and events, and none recurses, so an
+    execution of any size or depth is built.
+
+    Args:
+        records: the execution's process records (``processes_executed``), in start order.
+        root_record: the record of the root process (one of ``records`` or a stand-in).
+        events: every event of the execution, in any order.
     """
     root = _node(root_record)
     nodes: dict[str, ProcessNode] = {}
@@ -419,9 +441,10 @@ def build_tree(
             continue
         nodes[node.span_id] = node
         ordered.append(node)
+    looping = _looping(ordered, nodes)
     for node in ordered:
         parent = nodes.get(node.parent_span_id or "")
-        if parent is None or parent is node or _loops(node, nodes):
+        if parent is None or parent is node or id(node) in looping:
             parent = root
         parent.children.append(node)
     for event in sorted(events, key=_event_order):
@@ -437,8 +460,7 @@ def build_tree(
             nodes[str(event.span_id)] = target
             root.children.append(target)
         target.events.append(event)
-    _fix_levels(root, 0)
-    _roll_up(root)
+    _fix_levels_and_roll_up(root)
     return root
 
 
@@ -446,39 +468,68 @@ def _event_order(event: Event) -> tuple[dt.datetime, int]:
     return event.created_at, ("journey", "llm", "agent").index(event.kind)
 
 
-def _loops(node: ProcessNode, nodes: dict[str, ProcessNode]) -> bool:
-    """Whether following parents from ``node`` comes back to it instead of reaching the root."""
-    seen: set[str] = set()
-    current: ProcessNode | None = node
-    while current is not None and current.parent_span_id:
-        if current.span_id in seen:
-            return True
-        seen.add(str(current.span_id))
-        current = nodes.get(current.parent_span_id)
-    return False
+def _looping(ordered: list[ProcessNode], nodes: dict[str, ProcessNode]) -> set[int]:
+    """The nodes (by ``id``) whose parents lead back to themselves instead of to the root.
+
+    Each node is visited once: a walk up the parents stops at the first node already
+    settled, so the whole pass is linear however deep the tree.
+    """
+    settled: dict[int, bool] = {}
+    for start in ordered:
+        path: list[ProcessNode] = []
+        on_path: set[int] = set()
+        current: ProcessNode | None = start
+        loops = False
+        while current is not None and id(current) not in settled:
+            if id(current) in on_path:
+                loops = True
+                break
+            on_path.add(id(current))
+            path.append(current)
+            parent = nodes.get(current.parent_span_id or "")
+            current = parent if parent is not current else None
+        if not loops and current is not None:
+            loops = settled[id(current)]
+        for node in path:
+            settled[id(node)] = loops
+    return {key for key, loops in settled.items() if loops}
 
 
-def _fix_levels(node: ProcessNode, level: int) -> None:
-    node.nesting_level = level
-    for child in node.children:
-        _fix_levels(child, level + 1)
-
-
-def _roll_up(node: ProcessNode) -> None:
-    calls = [e for e in node.events if isinstance(e, TracedLlmCall)]
-    node.llm_calls = len(calls)
-    node.cost = sum((c.cost for c in calls if c.cost is not None), Decimal(0))
-    node.unpriced_calls = sum(1 for c in calls if c.cost is None)
-    node.subtree_cost = node.cost
-    node.subtree_llm_calls = node.llm_calls
-    for child in node.children:
-        _roll_up(child)
-        node.subtree_cost += child.subtree_cost
-        node.subtree_llm_calls += child.subtree_llm_calls
-        node.unpriced_calls += child.unpriced_calls
-
-
-# --------------------------------------------------------------------------- JSON
+def _fix_levels_and_roll_up(root: ProcessNode) -> None:
+    """Sets each node's nesting level and rolls its counts and cost up to the root."""
+    order = root.walk()
+    levels = {id(root): 0}
+    for node in order:
+        level = levels[id(node)]
+        node.nesting_level = level
+        for child in node.children:
+            levels[id(child)] = level + 1
+    for node in reversed(order):
+        calls = unpriced = failed_calls = 0
+        cost = Decimal(0)
+        for event in node.events:
+            if isinstance(event, TracedLlmCall):
+                calls += 1
+                failed_calls += event.outcome != VALID_OUTCOME
+                if event.cost is None:
+                    unpriced += 1
+                else:
+                    cost += event.cost
+        failed = node.status == FAILED_STATUS
+        node.llm_calls, node.cost = calls, cost
+        node.subtree_llm_calls, node.subtree_cost, node.unpriced_calls = calls, cost, unpriced
+        node.subtree_processes, node.subtree_events = 1, len(node.events)
+        node.failed_processes, node.failed_llm_calls = int(failed), failed_calls
+        node.first_failed_span_id = node.span_id if failed else None
+        for child in node.children:
+            node.subtree_cost += child.subtree_cost
+            node.subtree_llm_calls += child.subtree_llm_calls
+            node.unpriced_calls += child.unpriced_calls
+            node.subtree_processes += child.subtree_processes
+            node.subtree_events += child.subtree_events
+            node.failed_processes += child.failed_processes
+            node.failed_llm_calls += child.failed_llm_calls
+            node.first_failed_span_id = node.first_failed_span_id or child.first_failed_span_id
 
 
 def event_dict(event: Event) -> dict[str, Any]:
@@ -491,47 +542,3 @@ def event_dict(event: Event) -> dict[str, Any]:
         values.pop("execution_id", None)
         values.pop("session_id", None)
     return {"kind": event.kind, **values}
-
-
-def node_dict(node: ProcessNode) -> dict[str, Any]:
-    """A process and its subtree as a JSON-ready dictionary."""
-    return {
-        "span_id": node.span_id,
-        "parent_span_id": node.parent_span_id,
-        "name": node.name,
-        "nesting_level": node.nesting_level,
-        "recorded": node.recorded,
-        "started_at": node.started_at,
-        "duration_ms": node.duration_ms,
-        "status": node.status,
-        "error": node.error,
-        "llm_calls": node.llm_calls,
-        "cost": node.cost,
-        "subtree_llm_calls": node.subtree_llm_calls,
-        "subtree_cost": node.subtree_cost,
-        "unpriced_llm_calls": node.unpriced_calls,
-        "events": [event_dict(e) for e in node.events],
-        "children": [node_dict(c) for c in node.children],
-    }
-
-
-def trace_dict(trace: Trace) -> dict[str, Any]:
-    """The whole trace as a JSON-ready dictionary."""
-    return {
-        "execution_id": trace.execution_id,
-        "state": trace.state,
-        "workflow": trace.workflow,
-        "status": trace.status,
-        "error": trace.error,
-        "tenant_id": trace.tenant_id,
-        "user_id": trace.user_id,
-        "session_id": trace.session_id,
-        "parent_execution_id": trace.parent_execution_id,
-        "started_at": trace.started_at,
-        "finalized_at": trace.finalized_at,
-        "duration_ms": trace.duration_ms,
-        "context": trace.context,
-        "llm_calls": trace.llm_calls,
-        "total_cost": trace.total_cost,
-        "root": node_dict(trace.root),
-    }
