@@ -3,6 +3,8 @@
 --   context_compression events whose user input had significant_moment_detected = true
 --   yet a compression_score above the threshold or a compression_priority other than
 --   preserve_full. One row per agent type and day that has any, with example executions.
+-- rollups: no: it reads the JSON of each context_compression event (score,
+--   priority, example executions); the window's events are few next to the model calls.
 -- param: since timestamptz = 7d        -- start of the window (inclusive)
 -- param: until timestamptz = now       -- end of the window (exclusive)
 -- param: max_score numeric = 0.5       -- a significant moment compressed harder than this is flagged

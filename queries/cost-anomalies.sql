@@ -6,6 +6,8 @@
 --   of near-constant cost does not flag every cent; where most subjects cost nothing (median
 --   0) any billed one is flagged. The workflow is the one the writer copies into each
 --   call's particular_data.
+-- rollups: no: medians and MADs per workflow need each execution's and user's own
+--   total cost; reads logs_llm_execution once, hash-aggregated.
 -- param: since timestamptz = 7d    -- start of the window (inclusive)
 -- param: until timestamptz = now   -- end of the window (exclusive)
 -- param: k numeric = 5             -- how many MADs above the median is anomalous

@@ -1,5 +1,7 @@
 -- name: cost-by-tenant-day
 -- description: LLM cost, calls, users and tokens per tenant per calendar day.
+-- rollups: no: distinct users per day need the users, and days in tz need
+--   more than UTC hours; reads logs_llm_execution once, hash-aggregated.
 -- param: since timestamptz = 30d   -- start of the window (inclusive)
 -- param: until timestamptz = now   -- end of the window (exclusive)
 -- param: tz text = UTC             -- time zone whose calendar days are used

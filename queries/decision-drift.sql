@@ -5,6 +5,8 @@
 --   the baseline share; a numeric field (every value a JSON number) shows the weekly mean
 --   and its z-score: the shift of the mean in baseline standard deviations. Weeks after the
 --   baseline with enough events and a change beyond the threshold are flagged.
+-- rollups: no: the decision field is a parameter (any JSON path), so there is
+--   nothing to aggregate ahead; reads one agent's events of one type.
 -- param: agent_type text                   -- the agent whose decisions are examined
 -- param: field text = agent_decisions,coaching_quality,intensity_level  -- path in particular_data, comma-separated keys
 -- param: event_type text = agent_decision  -- agent event type holding the field

@@ -3,6 +3,8 @@
 --   processes in start order (from processes_executed), grouped by workflow and path, with
 --   total and average LLM cost per execution. Executions are those started in the window;
 --   their calls are expected within a day of the start.
+-- rollups: no: paths are per execution (processes_executed); the distinct lists
+--   of process names are turned into paths once each.
 -- param: since timestamptz = 7d    -- start of the window (inclusive)
 -- param: until timestamptz = now   -- end of the window (exclusive)
 -- param: min_executions int = 1    -- hide paths taken fewer times

@@ -1,5 +1,6 @@
 -- name: large-generations
 -- description: LLM calls whose input + output tokens reach a threshold, largest first.
+-- rollups: no: it lists single calls; reads logs_llm_execution by the window.
 -- param: since timestamptz = 7d    -- start of the window (inclusive)
 -- param: until timestamptz = now   -- end of the window (exclusive)
 -- param: min_tokens int = 8000     -- input + output tokens of one call

@@ -2,6 +2,8 @@
 -- description: Per session: turns (user messages received), executions, LLM calls
 --   and cost, duration, and whether it was abandoned: a session_abandoned journey event or
 --   a last execution with status abandoned. Newest sessions first.
+-- rollups: no: turns, executions, cost and abandonment are per session, as
+--   many groups as rows; three hash aggregations joined once.
 -- param: since timestamptz = 7d        -- start of the window (inclusive)
 -- param: until timestamptz = now       -- end of the window (exclusive)
 -- param: only_abandoned bool = false   -- show abandoned sessions only

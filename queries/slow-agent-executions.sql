@@ -1,6 +1,7 @@
 -- name: slow-agent-executions
 -- description: Agent events that took longer than a threshold, newest first.
 --   The duration is particular_data.event_duration_ms; events without a numeric one are skipped.
+-- rollups: no: it lists single agent events; reads the window's events.
 -- param: since timestamptz = 7d        -- start of the window (inclusive)
 -- param: until timestamptz = now       -- end of the window (exclusive)
 -- param: min_duration_ms int = 20000   -- report events slower than this

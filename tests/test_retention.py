@@ -329,7 +329,7 @@ def test_retention_explains_bad_windows(dsn: str) -> None:
     runner = CliRunner()
     cases = [
         (["--keep", "28x"], "not a duration"),
-        ([], "give --keep, --keep-payloads or both"),
+        ([], "give --keep, --keep-payloads or --keep-rollups"),
         (["--keep", "7d", "--keep-payloads", "28d"], "must not be longer"),
         (["--keep", "10m"], "too short"),
     ]

@@ -2,10 +2,16 @@
 
 Creates a scratch database (or uses ``--dsn``), migrates it, generates LLM calls plus
 proportional executions, agent events and journey events with ``INSERT ... SELECT
-generate_series``, ANALYZEs, then runs every report ``--runs`` times and prints the median
-and p95 latency per report, and whether each plan used the index meant for it.
+generate_series``, runs the rollup refresh (``pgtrail rollup``: the insert trigger filled the
+rollups as the rows went in; the refresh merges each hour's partial rows), ANALYZEs, then
+runs every report ``--runs`` times and prints the median and p95 latency per report, whether
+each plan used the index meant for it, and for the reports that estimate percentiles from
+the rollups' histograms their largest error against exact ``percentile_cont`` on the same
+window. ``--baseline-queries DIR`` also times the report files of DIR (e.g. the queries/ of
+an older checkout) on the same data, for a before/after ratio.
 
     .venv/bin/python scripts/bench/reports.py [--rows 1000000] [--dsn DSN] [--keep]
+        [--baseline-queries DIR]
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -222,6 +229,130 @@ _INSERT_JOURNEY = """
 """
 
 
+# Exact percentiles of the same windows, to measure the rollup histograms' error: the report,
+# the columns of its key, its estimated columns, and the exact query giving key + those.
+_EXACT: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
+    "latency-percentiles": (
+        ("model_target", "agent_type"),
+        ("p50_ms", "p95_ms", "p99_ms", "ttft_p50_ms"),
+        """
+        SELECT model_target, agent_type,
+               percentile_cont(0.50) WITHIN GROUP (ORDER BY processing_time_ms),
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY processing_time_ms),
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY processing_time_ms),
+               percentile_cont(0.50) WITHIN GROUP (ORDER BY time_to_first_token_ms)
+        FROM logs_llm_execution
+        WHERE created_at >= %(since)s AND created_at < %(until)s
+          AND processing_time_ms IS NOT NULL AND event_type = 'llm_valid_execution'
+        GROUP BY 1, 2
+        """,
+    ),
+    "prompt-regressions": (
+        ("agent_type", "model_target", "prompt_version"),
+        ("p50_ms", "p95_ms"),
+        """
+        SELECT agent_type, model_target, coalesce(prompt_version, '(none)'),
+               percentile_cont(0.50) WITHIN GROUP (ORDER BY processing_time_ms),
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY processing_time_ms)
+        FROM logs_llm_execution
+        WHERE created_at >= %(since)s AND created_at < %(until)s
+          AND processing_time_ms IS NOT NULL AND event_type = 'llm_valid_execution'
+        GROUP BY 1, 2, 3
+        """,
+    ),
+}
+
+
+@contextmanager
+def raw_horizon(dsn: str, raw_from: str) -> Iterator[None]:
+    """Moves where raw calls begin for the reports, as retention would, and back after."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT raw_from::text FROM pgtrail_rollup_horizon").fetchone()
+        conn.execute("UPDATE pgtrail_rollup_horizon SET raw_from = %s", (raw_from,))
+    try:
+        yield
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE pgtrail_rollup_horizon SET raw_from = %s", (row[0] if row else None,)
+            )
+
+
+def histogram_path(
+    settings: Settings, report: reports.Report, params: dict[str, str], runs: int
+) -> tuple[float | None, float | None]:
+    """For a percentile report: its median with every hour read from the rollups'
+    histograms (as after retention dropped the raw calls), and that path's error."""
+    if report.name not in _EXACT:
+        return None, None
+    with raw_horizon(settings.dsn, "infinity"):
+        times, _, _ = _time(settings, (report, None), params, runs)
+        error = percentile_error(settings, report)
+    return statistics.median(times), error
+
+
+def percentile_error(settings: Settings, report: reports.Report) -> float | None:
+    """The largest relative error of the report's percentiles against percentile_cont."""
+    spec = _EXACT.get(report.name)
+    if spec is None:
+        return None
+    keys, columns, exact_sql = spec
+    now = dt.datetime.now(dt.UTC)
+    declared = report.param("since")
+    since = reports.parse_timestamptz(
+        declared.default if declared and declared.default else "7d", now=now
+    )
+    window = {"since": since.isoformat(), "until": now.isoformat()}
+    result = reports.run_report(settings, report, window)
+    with psycopg.connect(settings.dsn) as conn:
+        exact = {
+            tuple(row[: len(keys)]): row[len(keys) :]
+            for row in conn.execute(exact_sql.encode(), {"since": since, "until": now})
+        }
+    worst = 0.0
+    for row in result.rows:
+        named = dict(zip(result.columns, row, strict=True))
+        truth = exact[tuple(named[k] for k in keys)]
+        for column, value in zip(columns, truth, strict=True):
+            if value and named[column] is not None:
+                worst = max(worst, abs(float(named[column]) - value) / value)
+    return worst
+
+
+def refresh_rollups(dsn: str) -> dict[str, Any]:
+    """Runs the refresh the design needs (``pgtrail rollup``) and sizes what it keeps."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        started = time.perf_counter()
+        conn.execute("SELECT pgtrail_rollup_compact()")
+        seconds = time.perf_counter() - started
+        conn.execute("VACUUM ANALYZE pgtrail_rollup_llm, pgtrail_rollup_llm_outcome")
+        row = conn.execute(
+            """
+            SELECT (SELECT count(*) FROM pgtrail_rollup_llm),
+                   (SELECT count(*) FROM pgtrail_rollup_llm_outcome),
+                   pg_total_relation_size('pgtrail_rollup_llm')
+                       + pg_total_relation_size('pgtrail_rollup_llm_outcome'),
+                   (SELECT sum(pg_total_relation_size(c.oid)) FROM pg_inherits AS i
+                    JOIN pg_class AS c ON c.oid = i.inhrelid
+                    WHERE i.inhparent = 'logs_llm_execution'::regclass)
+            """
+        ).fetchone()
+    assert row is not None
+    info = {
+        "refresh_s": round(seconds, 1),
+        "rollup_rows": int(row[0]),
+        "outcome_rollup_rows": int(row[1]),
+        "rollup_bytes": int(row[2]),
+        "llm_table_bytes": int(row[3]),
+    }
+    _log(
+        f"  rollup refresh {info['refresh_s']} s: {info['rollup_rows']:,} + "
+        f"{info['outcome_rollup_rows']:,} rows, {info['rollup_bytes'] / 1e6:.1f} MB "
+        f"(calls table {info['llm_table_bytes'] / 1e6:.0f} MB)"
+    )
+    return info
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -344,9 +475,41 @@ def used_indexes(
     return sorted({parents.get(n, n) for n in names})
 
 
-def run(settings: Settings, runs: int) -> list[dict[str, Any]]:
-    """Times every shipped report; returns one result document per report."""
+def _time(
+    settings: Settings,
+    pair: tuple[reports.Report, reports.Report | None],
+    params: dict[str, str],
+    runs: int,
+) -> tuple[list[float], list[float], int]:
+    """Runs a report and its baseline twin alternately (the order swapped each round), so
+    the load of a shared machine weighs on both alike; returns both timings and the rows."""
+    timed: list[list[float]] = [[], []]
+    rows = 0
+    for report in pair:
+        if report is not None:
+            reports.run_report(settings, report, params)  # warm the cache
+    for round_no in range(runs):
+        order = [0, 1] if round_no % 2 == 0 else [1, 0]
+        for which in order:
+            report = pair[which]
+            if report is None:
+                continue
+            started = time.perf_counter()
+            result = reports.run_report(settings, report, params)
+            timed[which].append((time.perf_counter() - started) * 1000)
+            if which == 0:
+                rows = len(result.rows)
+    return sorted(timed[0]), sorted(timed[1]), rows
+
+
+def run(settings: Settings, runs: int, baseline: Path | None = None) -> list[dict[str, Any]]:
+    """Times every shipped report (and its baseline twin); returns one document per report."""
     catalog = reports.load_catalog()
+    before = (
+        {p.stem: reports.load_report(p, source=str(baseline)) for p in baseline.glob("*.sql")}
+        if baseline
+        else {}
+    )
     with psycopg.connect(settings.dsn, autocommit=True) as conn:
         check_intended_indexes(conn)
         required = bench_params(conn)
@@ -354,15 +517,10 @@ def run(settings: Settings, runs: int) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     for name, report in sorted(catalog.reports.items()):
         params = required.get(name, {})
-        reports.run_report(settings, report, params)  # warm the cache
-        times: list[float] = []
-        rows = 0
-        for _ in range(runs):
-            started = time.perf_counter()
-            result = reports.run_report(settings, report, params)
-            times.append((time.perf_counter() - started) * 1000)
-            rows = len(result.rows)
-        times.sort()
+        times, old_times, rows = _time(settings, (report, before.get(name)), params, runs)
+        old_median = statistics.median(old_times) if old_times else None
+        error = percentile_error(settings, report)
+        histogram_ms, histogram_error = histogram_path(settings, report, params, runs)
         indexes = used_indexes(settings, report, params, parents)
         intended = INTENDED_INDEX.get(name)
         results.append(
@@ -374,24 +532,50 @@ def run(settings: Settings, runs: int) -> list[dict[str, Any]]:
                 "indexes_used": indexes,
                 "intended_index": intended,
                 "intended_index_used": intended is None or intended in indexes,
+                "reads_rollups": "yes"
+                if report.rollups.startswith("whole UTC hours")
+                else ("past the raw horizon" if "pgtrail_rollup" in report.rollups else "no"),
+                "histogram_path_median_ms": None
+                if histogram_ms is None
+                else round(histogram_ms, 1),
+                "histogram_path_error_pct": None
+                if histogram_error is None
+                else round(100 * histogram_error, 3),
+                "baseline_median_ms": None if old_median is None else round(old_median, 1),
+                "speedup": None
+                if old_median is None
+                else round(old_median / max(statistics.median(times), 0.01), 1),
+                "percentile_error_pct": None if error is None else round(100 * error, 3),
             }
         )
-        _log(f"  {name}: {results[-1]['median_ms']} ms")
+        _log(f"  {name}: {results[-1]['median_ms']} ms (baseline {old_median} ms)")
     return results
 
 
 def print_table(results: list[dict[str, Any]], rows: int) -> None:
     """A Markdown table of the results."""
     print(f"\nreports on {rows:,} LLM calls ({DAYS} days), default parameters\n")
-    print("| report | rows | median ms | p95 ms | index used (intended) |")
-    print("|---|---:|---:|---:|---|")
+    print(
+        "| report | rollups | rows | median ms | p95 ms | baseline median ms | speedup "
+        "| percentile error % | from histograms: median ms, error % | index used (intended) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         used = ", ".join(r["indexes_used"]) or "seq scan"
         mark = "ok" if r["intended_index_used"] else "NOT USED"
         intended = r["intended_index"] or "none"
+        dash = "–"
+        error = dash if r["percentile_error_pct"] is None else r["percentile_error_pct"]
+        histogram = (
+            dash
+            if r["histogram_path_median_ms"] is None
+            else f"{r['histogram_path_median_ms']}, {r['histogram_path_error_pct']}"
+        )
         print(
-            f"| {r['report']} | {r['rows']} | {r['median_ms']} | {r['p95_ms']} | "
-            f"{used} ({intended}: {mark}) |"
+            f"| {r['report']} | {r['reads_rollups']} | {r['rows']} "
+            f"| {r['median_ms']} | {r['p95_ms']} | {r['baseline_median_ms'] or dash} "
+            f"| {r['speedup'] or dash} | {error} | {histogram} "
+            f"| {used} ({intended}: {mark}) |"
         )
 
 
@@ -410,6 +594,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="timed runs per report")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--no-generate", action="store_true", help="reuse the data in --dsn")
+    parser.add_argument(
+        "--baseline-queries",
+        type=Path,
+        help="also time the report files of this folder on the same data (before/after)",
+    )
     args = parser.parse_args()
 
     @contextmanager
@@ -426,11 +615,20 @@ def main() -> None:
         if not args.no_generate:
             _log(f"generating {args.rows:,} LLM calls and related rows")
             with psycopg.connect(dsn, autocommit=True) as conn:
+                started = time.perf_counter()
                 generate(conn, args.rows, dt.datetime.now(dt.UTC))
+                _log(f"  generated in {time.perf_counter() - started:.0f} s")
+        rollup = refresh_rollups(dsn)
         _log("running reports")
-        results = run(settings, args.runs)
+        results = run(settings, args.runs, args.baseline_queries)
     print_table(results, args.rows)
-    print("\n" + json.dumps({"rows": args.rows, "days": DAYS, "reports": results}, indent=2))
+    print(
+        f"\nrollups: {rollup['rollup_rows']:,} + {rollup['outcome_rollup_rows']:,} rows, "
+        f"{rollup['rollup_bytes'] / 1e6:.1f} MB beside {rollup['llm_table_bytes'] / 1e6:.0f} MB "
+        f"of calls; refresh {rollup['refresh_s']} s"
+    )
+    document = {"rows": args.rows, "days": DAYS, "rollups": rollup, "reports": results}
+    print("\n" + json.dumps(document, indent=2))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,13 @@ MODEL_PRICE: Final = "pgtrail_model_price"
 OTLP_SPAN_JOURNAL: Final = "pgtrail_otlp_span"
 """Spans the OTLP receiver acknowledged and has not yet stored as rows."""
 
+ROLLUP_LLM: Final = "pgtrail_rollup_llm"
+"""Model calls per UTC hour, tenant, agent, provider, model, prompt version and outcome."""
+ROLLUP_LLM_OUTCOME: Final = "pgtrail_rollup_llm_outcome"
+"""Model calls per UTC hour, tenant, feature, model and outcome."""
+ROLLUP_TABLES: Final = (ROLLUP_LLM, ROLLUP_LLM_OUTCOME)
+"""The rollup tables, kept by the insert trigger on the calls and by ``pgtrail rollup``."""
+
 LOG_TABLES: Final = (EXECUTION, JOURNEY, AGENT, LLM)
 """The four log tables, keyed by ``execution_id`` and partitioned by day on ``created_at``."""
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
@@ -131,6 +130,7 @@ def list_command(
                     {
                         "name": r.name,
                         "description": r.description,
+                        "rollups": r.rollups,
                         "source": r.source,
                         "path": str(r.path),
                         "parameters": [
@@ -176,6 +176,8 @@ def show_command(
     report = _report(_catalog(queries), name)
     console.print(Text(report.name, style="bold"))
     console.print(Text(report.description))
+    if report.rollups:
+        console.print(Text(f"rollups: {report.rollups}"))
     console.print(Text(f"file: {report.path}", style="dim"))
     if report.params:
         table = Table("parameter", "type", "default", "help", header_style="bold")
@@ -185,6 +187,8 @@ def show_command(
         console.print(table)
     else:
         console.print("no parameters", style="dim")
+    from rich.syntax import Syntax  # pygments: only for the command that colours SQL
+
     console.print(Syntax(report.body, "sql", theme="ansi_dark", background_color="default"))
     run = " ".join(f"--param {p.name}=VALUE" for p in report.params if p.required)
     console.print(

@@ -26,6 +26,13 @@ def retention_command(
             "this, e.g. 7d; cost, token and latency figures stay"
         ),
     ] = None,
+    keep_rollups: Annotated[
+        str | None,
+        typer.Option(
+            help="Delete rollup hours (cost, token, latency and outcome history) older than "
+            "this, e.g. 400d; without it they are kept for ever"
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would happen; change nothing")
     ] = False,
@@ -47,11 +54,15 @@ def retention_command(
         payload_window = (
             retention.parse_window("--keep-payloads", keep_payloads) if keep_payloads else None
         )
+        rollup_window = (
+            retention.parse_window("--keep-rollups", keep_rollups) if keep_rollups else None
+        )
         with db.connect(settings) as conn:
             report = retention.run(
                 conn,
                 keep=keep_window,
                 keep_payloads=payload_window,
+                keep_rollups=rollup_window,
                 dry_run=dry_run,
                 days_ahead=days_ahead,
                 max_field_chars=max_field_chars,
@@ -97,6 +108,9 @@ def _print(report: retention.RetentionReport, days_ahead: int) -> None:
             f"{report.prompts_blanked} prompt body(ies) no call in the window uses, and long "
             f"strings in the particular_data of {report.fields_blanked} row(s)"
         )
+    if report.rollups_from is not None:
+        _say(f"keeping rollup hours from {report.rollups_from:%Y-%m-%d %H:%M} UTC on")
+        _say(f"{verb('delete', 'deleted')} {report.rollup_rows_deleted} rollup row(s)")
     _say(
         f"{verb('create', 'created')} {report.partitions_created} partition(s) "
         f"({days_ahead} day(s) ahead)"

@@ -6,7 +6,9 @@ cut-off waits for the next run (retention is exact to one UTC day). Rows in the 
 partitions (timestamps outside every daily partition) are deleted one by one when past the
 window. Payload retention keeps every row and every figure (cost, tokens, latency, outcome)
 and blanks only bodies: the LLM ``payload`` column, prompt bodies no call inside the window
-uses, and long strings inside ``particular_data``.
+uses, and long strings inside ``particular_data``. The rollups are left alone by both, on
+purpose: they keep cost, token, latency and outcome history after the raw rows are gone, for
+their own window (``keep_rollups``), or for ever when none is given.
 
 Each partition is dropped in a transaction of its own under a short lock timeout, so a
 running writer waits at most that long and a busy partition is retried rather than queued
@@ -25,8 +27,8 @@ import psycopg
 from psycopg import sql
 
 from pgtrail.durations import parse_duration
-from pgtrail.errors import RetentionError
-from pgtrail.ops import partitions
+from pgtrail.errors import RetentionError, RollupError
+from pgtrail.ops import partitions, rollups
 from pgtrail.statements import STATEMENTS
 from pgtrail.tables import LLM, LOG_TABLES
 
@@ -68,6 +70,7 @@ class RetentionReport:
     now: dt.datetime
     keep_from: dt.datetime | None = None
     payloads_from: dt.datetime | None = None
+    rollups_from: dt.datetime | None = None
     dropped: list[DroppedPartition] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)
     default_rows_deleted: int = 0
@@ -75,6 +78,7 @@ class RetentionReport:
     payloads_blanked: int = 0
     prompts_blanked: int = 0
     fields_blanked: int = 0
+    rollup_rows_deleted: int = 0
 
     @property
     def rows_dropped(self) -> int:
@@ -104,6 +108,7 @@ def run(
     *,
     keep: dt.timedelta | None = None,
     keep_payloads: dt.timedelta | None = None,
+    keep_rollups: dt.timedelta | None = None,
     dry_run: bool = False,
     days_ahead: int = partitions.DAYS_AHEAD,
     max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
@@ -116,6 +121,7 @@ def run(
         conn: Connection whose search_path points at the pgtrail schema.
         keep: Rows older than this are deleted (whole partitions, and DEFAULT rows).
         keep_payloads: Bodies older than this are blanked; figures stay.
+        keep_rollups: Rollup hours older than this are deleted (None: kept for ever).
         dry_run: Count what would happen; change nothing.
         days_ahead: Daily partitions to have after today.
         max_field_chars: Longer strings in particular_data are blanked with the payloads.
@@ -125,30 +131,59 @@ def run(
     Raises:
         RetentionError: bad windows, or the connected role may not change the tables.
     """
-    if keep is None and keep_payloads is None:
-        raise RetentionError("nothing to do: give --keep, --keep-payloads or both")
+    if keep is None and keep_payloads is None and keep_rollups is None:
+        raise RetentionError("nothing to do: give --keep, --keep-payloads or --keep-rollups")
     if keep is not None and keep_payloads is not None and keep_payloads > keep:
         raise RetentionError("--keep-payloads must not be longer than --keep")
+    if keep is not None and keep_rollups is not None and keep_rollups < keep:
+        raise RetentionError(
+            "--keep-rollups must not be shorter than --keep: reports read whole hours from "
+            "the rollups, so they would lose hours whose raw rows are still kept"
+        )
     if max_field_chars < MIN_MAX_FIELD_CHARS:
         raise RetentionError(f"--max-field-chars must be at least {MIN_MAX_FIELD_CHARS}")
     current = now or dt.datetime.now(dt.UTC)
     report = RetentionReport(dry_run=dry_run, now=current)
     report.keep_from = current - keep if keep is not None else None
     report.payloads_from = current - keep_payloads if keep_payloads is not None else None
+    report.rollups_from = current - keep_rollups if keep_rollups is not None else None
     step = on_step or (lambda _line: None)
     try:
         report.partitions_created = _ensure_ahead(conn, days_ahead, current, dry_run)
         step(f"partitions ahead: {report.partitions_created}")
         if report.keep_from is not None:
             _drop_past(conn, report, report.keep_from, step)
+            if not dry_run:
+                rollups.mark_raw_gone(conn, report.keep_from)
         if report.payloads_from is not None:
             _blank_payloads(conn, report, report.payloads_from, max_field_chars, step)
+        if report.rollups_from is not None:
+            _prune_rollups(conn, report, report.rollups_from, step)
     except psycopg.errors.InsufficientPrivilege as exc:
         raise RetentionError(
             "retention must run as the owner of the pgtrail tables (the role that ran "
             f"`pgtrail migrate`): {exc.diag.message_primary or exc}"
         ) from exc
     return report
+
+
+def _prune_rollups(
+    conn: psycopg.Connection[Any],
+    report: RetentionReport,
+    cutoff: dt.datetime,
+    step: Callable[[str], None],
+) -> None:
+    if report.dry_run:
+        row = conn.execute(
+            STATEMENTS["retention_rollup_rows_before"], {"before": cutoff}
+        ).fetchone()
+        report.rollup_rows_deleted = int(row[0]) if row else 0
+    else:
+        try:
+            report.rollup_rows_deleted = rollups.prune(conn, cutoff)
+        except RollupError as exc:
+            raise RetentionError(str(exc)) from exc
+    step(f"rollup rows: {report.rollup_rows_deleted}")
 
 
 def _ensure_ahead(

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from pgtrail.errors import TenancyError
 from pgtrail.statements import STATEMENTS
-from pgtrail.tables import LOG_TABLES, MODEL_PRICE
+from pgtrail.tables import LOG_TABLES, MODEL_PRICE, ROLLUP_TABLES
 
 TENANT_SETTING = "pgtrail.tenant"
 """The PostgreSQL custom setting that names the tenant a session may read."""
@@ -26,8 +26,9 @@ APP_ROLE = "pgtrail_app"
 """Group role of trusted application servers: they read the tenant ``pgtrail.tenant`` names."""
 WRITER_ROLE = "pgtrail_writer"
 """Group role of writers that do not own the tables: they insert rows for any tenant."""
-READABLE = (*LOG_TABLES, "logs_execution_step", MODEL_PRICE)
-"""What a tenant's role is granted SELECT on (parents and the view only, never partitions)."""
+READABLE = (*LOG_TABLES, "logs_execution_step", MODEL_PRICE, *ROLLUP_TABLES)
+"""What a tenant's role is granted SELECT on (parents, the view and the rollups; never
+partitions)."""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ PARAM_TYPES = ("timestamptz", "date", "int", "numeric", "text", "bool", "uuid")
 _TYPE_ALIASES = {"integer": "int", "bigint": "int", "boolean": "bool", "timestamp": "timestamptz"}
 # Types psql may paste unquoted (``:x``) without the value becoming SQL text of its own.
 _UNQUOTED_OK = {"int", "numeric", "bool"}
-HEADER_KEYS = ("name", "description", "param")
+HEADER_KEYS = ("name", "description", "rollups", "param")
 DEFAULT_MAX_ROWS = 1000
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -105,6 +105,9 @@ class Report:
     text: str
     driver_sql: str
     source: str
+    rollups: str = ""
+    """How the report uses the rollup tables, or why it reads raw rows (the ``rollups:``
+    header); empty when the file does not say."""
 
     def param(self, name: str) -> Param | None:
         """The declared parameter called ``name``, if any."""
@@ -171,7 +174,8 @@ def _display_path(path: Path) -> str:
 def parse_report(text: str, path: Path, *, source: str = "pgtrail") -> Report:
     """Parses and checks one report file's text; raises ReportFileError naming file and line."""
     where = _display_path(path)
-    name, description, params = _parse_header(text, where)
+    header = _parse_header(text, where)
+    name, description, params = header.name, header.description, header.params
     if name is None:
         raise ReportFileError(where, 1, "missing `-- name: report-name` header line")
     if name != path.stem:
@@ -191,6 +195,7 @@ def parse_report(text: str, path: Path, *, source: str = "pgtrail") -> Report:
         text=text,
         driver_sql=sqlcheck.to_driver_sql(text[: _statement_end(text, uses)], uses),
         source=source,
+        rollups=header.rollups,
     )
 
 
@@ -208,9 +213,20 @@ def _statement_end(text: str, uses: Sequence[sqlcheck.VariableUse]) -> int:
     return sandbox.statement_span("".join(parts))[1]
 
 
-def _parse_header(text: str, where: str) -> tuple[str | None, str, list[Param]]:
+@dataclass(frozen=True)
+class _Header:
+    """What a report file's header comments declare."""
+
+    name: str | None
+    description: str
+    rollups: str
+    params: list[Param]
+
+
+def _parse_header(text: str, where: str) -> _Header:
     name: str | None = None
     description: list[str] = []
+    rollups: list[str] = []
     params: list[Param] = []
     last: str | None = None
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -232,6 +248,8 @@ def _parse_header(text: str, where: str) -> tuple[str | None, str, list[Param]]:
                 name = value
             elif last == "description":
                 description.append(value)
+            elif last == "rollups":
+                rollups.append(value)
             else:
                 params.append(_parse_param(value, where, lineno, params))
         elif key:
@@ -242,6 +260,8 @@ def _parse_header(text: str, where: str) -> tuple[str | None, str, list[Param]]:
             )
         elif content.startswith("  ") and content.strip() and last == "description":
             description.append(content.strip())
+        elif content.startswith("  ") and content.strip() and last == "rollups":
+            rollups.append(content.strip())
         elif content.startswith("  ") and content.strip() and last == "param":
             previous = params[-1]
             params[-1] = Param(
@@ -253,7 +273,12 @@ def _parse_header(text: str, where: str) -> tuple[str | None, str, list[Param]]:
             )
         else:
             last = None
-    return name, " ".join(d for d in description if d), params
+    return _Header(
+        name=name,
+        description=" ".join(d for d in description if d),
+        rollups=" ".join(r for r in rollups if r),
+        params=params,
+    )
 
 
 def _parse_param(value: str, where: str, lineno: int, seen: list[Param]) -> Param:

@@ -45,6 +45,9 @@ DEFAULT_RELATIONS: frozenset[str] = frozenset(
         "logs_execution_step",
         "pgtrail_model_price",
         "pgtrail_prompt",
+        "pgtrail_rollup_llm",
+        "pgtrail_rollup_llm_outcome",
+        "pgtrail_rollup_horizon",
     }
 )
 """The tables and views a query may read unless the caller says otherwise."""
@@ -118,6 +121,7 @@ uuid_extract_version uuidv4 uuidv7 pg_typeof to_tsvector to_tsquery plainto_tsqu
 phraseto_tsquery websearch_to_tsquery ts_rank ts_rank_cd ts_headline setweight strip
 numnode querytree tsvector_to_array array_to_tsvector ts_delete ts_filter length
 bool int4 int8 numeric text float8
+pgtrail_latency_bucket pgtrail_latency_value pgtrail_hist_percentile
 """
 ALLOWED_FUNCTIONS: frozenset[str] = _words(
     " ".join((_AGGREGATES, _WINDOW, _MATH, _STRING, _DATETIME, _JSON, _ARRAY, _OTHER))

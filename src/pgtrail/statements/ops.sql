@@ -1,4 +1,4 @@
--- Statements of pgtrail.ops: migrations, daily partitions, retention and tenant grants.
+-- Statements of pgtrail.ops: migrations, daily partitions, retention, rollups and tenant grants.
 -- Each block is loaded by pgtrail.statements; the name says which module runs it.
 
 -- name: migrate_ledger_exists
@@ -45,6 +45,11 @@ SELECT pg_advisory_xact_lock(hashtext(%s));
 -- Whether a table (schema, name) still exists.
 SELECT EXISTS (SELECT 1 FROM pg_class AS c JOIN pg_namespace AS n
 ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s);
+
+-- name: retention_rollup_rows_before
+-- The rollup rows of the hours before a time (what --keep-rollups would delete).
+SELECT (SELECT count(*) FROM pgtrail_rollup_llm WHERE bucket < %(before)s)
+       + (SELECT count(*) FROM pgtrail_rollup_llm_outcome WHERE bucket < %(before)s);
 
 -- name: tenancy_isolation_installed
 -- How many of the given log tables exist, and how many have row-level security on.
@@ -108,3 +113,32 @@ SELECT * FROM pgtrail_setup_roles();
 -- name: devservices_database_exists
 -- Whether a database of that name exists on the throwaway server.
 SELECT 1 FROM pg_database WHERE datname = %s;
+
+-- name: rollups_compact
+-- Merges every hour's partial rollup rows into one row per key; returns the rows written.
+SELECT pgtrail_rollup_compact();
+
+-- name: rollups_rebuild
+-- Recomputes the rollup hours that [from, until) touches from raw rows; returns rows written.
+SELECT pgtrail_rollup_rebuild(%s, %s);
+
+-- name: rollups_prune
+-- Deletes the rollup rows of the hours before a time; returns the rows deleted.
+SELECT pgtrail_rollup_prune(%s);
+
+-- name: rollups_state
+-- Rollup rows, those still partial, the first hour held, and the bytes the tables take.
+SELECT (SELECT count(*) FROM pgtrail_rollup_llm) + (SELECT count(*) FROM pgtrail_rollup_llm_outcome),
+       (SELECT count(*) FROM pgtrail_rollup_llm WHERE NOT compacted)
+           + (SELECT count(*) FROM pgtrail_rollup_llm_outcome WHERE NOT compacted),
+       (SELECT min(bucket) FROM pgtrail_rollup_llm),
+       pg_total_relation_size('pgtrail_rollup_llm')
+           + pg_total_relation_size('pgtrail_rollup_llm_outcome');
+
+-- name: rollups_raw_from
+-- Where raw calls begin: retention dropped those before it (NULL until it first does).
+SELECT CASE WHEN isfinite(raw_from) THEN raw_from END FROM pgtrail_rollup_horizon;
+
+-- name: rollups_raw_gone
+-- Records that raw calls before a time are gone.
+SELECT pgtrail_rollup_raw_gone(%s) IS NOT NULL;
