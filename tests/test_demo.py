@@ -1,8 +1,8 @@
 """The demo workload against real PostgreSQL: realistic data, and problems found where planted.
 
 Each saved report runs exactly as ``pgtrail report run`` runs it. A planted run must make each
-of the four reports flag its problem and nothing else; healthy runs must make none flag
-anything, whatever the seed.
+of the five reports flag its problem and nothing else, and ``pgtrail check`` find the score
+drop and the runaway; healthy runs must make none flag anything, whatever the seed.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
+from rich.console import Console
 from typer.testing import CliRunner
 
 from pgtrail.cli import app
@@ -30,8 +31,9 @@ from pgtrail.demo.plant import (
     EXPENSIVE_USER_NUMBER,
     Plan,
 )
+from pgtrail.demo.runaway import RUNAWAY_WORKFLOW
 from pgtrail.demo.simulate import DemoOptions
-from pgtrail.demo.tour import find_problems
+from pgtrail.demo.tour import check_problems, find_problems, print_checks
 from pgtrail.read import reports
 
 END = dt.date(2026, 11, 23)
@@ -153,7 +155,48 @@ def test_the_tour_finds_all_four_planted_problems(planted: Loaded) -> None:
         "cost-anomalies",
         "decision-drift",
         "prompt-regressions",
+        "score-trends",
     ]
+
+
+def test_score_trends_find_coaching_v7_judged_less_helpful(planted: Loaded) -> None:
+    rows = run(planted, "score-trends", score="helpfulness", min_count="15")
+    low = [r for r in rows if r["mean_score"] < Decimal("0.7")]
+    assert low
+    assert {(r["agent_type"], r["prompt_version"]) for r in low} == {("coaching", "v7")}
+    assert all(Decimal("0.4") < r["mean_score"] < Decimal("0.6") for r in low)
+    steady = [r for r in rows if r["prompt_version"] == "v6" and r["agent_type"] == "coaching"]
+    assert steady and all(r["mean_score"] > Decimal("0.75") for r in steady)
+
+
+def test_the_check_finds_the_helpfulness_drop_and_the_runaway_while_it_runs(
+    settings: Settings,
+) -> None:
+    result = load(settings, DemoOptions(interactions=SMALL, seed=7, end=END))
+    breaches = check_problems(settings, result)
+    assert [(b.kind, b.subject.get("prompt_version")) for b in breaches] == [
+        ("score_avg", "v7"),
+        ("runaway", None),
+    ]
+    runaway = breaches[1]
+    assert runaway.detail["workflow"] == RUNAWAY_WORKFLOW
+    assert runaway.detail["age_s"] == 3 * 3600
+    assert Decimal(runaway.detail["cost_usd"]) == Decimal("8.40")
+    # Checked while it ran; afterwards it was abandoned and its row written.
+    assert query(
+        Loaded(settings, result),
+        f"SELECT status FROM logs_execution WHERE workflow = '{RUNAWAY_WORKFLOW}'",
+    ) == [("abandoned",)]
+
+
+def test_without_redis_the_tour_checks_the_scores_and_says_why_no_runaway(
+    planted: Loaded,
+) -> None:
+    console = Console(record=True, width=200)
+    assert print_checks(console, planted.settings, planted.result) == 1
+    text = console.export_text()
+    assert "BREACH helpfulness by prompt [score_avg]" in text
+    assert "runaway not planted: it runs in Redis, and no Redis is configured" in text
 
 
 @pytest.mark.parametrize("seed", [3, 11, 24])
@@ -166,7 +209,8 @@ def test_a_healthy_system_makes_no_report_flag_anything(
     )
     found = find_problems(settings, result.window)
     assert found == {report: [] for report in found}
-    assert len(found) == 4
+    assert len(found) == 5
+    assert check_problems(settings, result) == []
 
 
 # -- realism ----------------------------------------------------------------------------------
@@ -289,6 +333,7 @@ def test_agent_events_carry_seed_shaped_payloads(planted: Loaded) -> None:
         "retrieval",
         "guardrail",
         "handoff",
+        "score",
     }
     permissions = {
         r[0]
@@ -384,9 +429,16 @@ def test_the_demo_command_loads_and_tours(settings: Settings, monkeypatch: Any) 
     args = ["demo", "--interactions", str(SMALL), "--end", END.isoformat()]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    for report in ("decision-drift", "compression-audit", "cost-anomalies", "prompt-regressions"):
+    for report in (
+        "decision-drift",
+        "compression-audit",
+        "cost-anomalies",
+        "prompt-regressions",
+        "score-trends",
+    ):
         assert f"pgtrail report run {report}" in result.output
-    assert "4 of 4 reports found a problem" in result.output
+    assert "5 of 5 reports found a problem" in result.output
+    assert "BREACH helpfulness by prompt [score_avg]" in result.output
     assert "events/s" in result.output
 
     again = CliRunner().invoke(app, args)

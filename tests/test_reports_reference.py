@@ -322,7 +322,63 @@ def build_dataset(seed: int = 20261123, executions: int = 520) -> Dataset:
     for rows in (ds.llm, ds.agent, ds.journey):
         rows[0]["created_at"], rows[1]["created_at"] = SINCE, UNTIL
     _add_tree(rng, ds)
+    _add_scores(random.Random(seed * 31 + 18), ds)
     return ds
+
+
+SCORE_NAMES = ("helpfulness", "helpfulness", "thumbs", "topic", "tone")
+
+
+def _score(rng: random.Random, name: str) -> Rec:
+    """The particular_data of one score, as pgtrail.scores writes it (now and then odd)."""
+    if name == "thumbs":
+        up = rng.random() < 0.6
+        data: Rec = {"value": up, "value_type": "boolean", "score": 1.0 if up else 0.0}
+        data["label"] = "true" if up else "false"
+    elif name == "topic":
+        label = rng.choice(["on_topic", "on_topic", "off_topic", "unclear"])
+        data = {"value": label, "value_type": "categorical", "label": label}
+    else:
+        value = round(rng.random(), 2)
+        data = {"value": value, "value_type": "numeric", "score": value}
+    roll = rng.random()
+    if roll < 0.03:
+        data["score"] = "0.5"  # a JSON string: not a number, so never averaged
+    elif roll < 0.05:
+        data["score"] = rng.randint(0, 1)  # a JSON integer is a number too
+    data = {"name": name, **data, "source": rng.choice(["human", "model", "rule"])}
+    if rng.random() < 0.02:
+        del data["name"]
+    return data
+
+
+def _add_scores(rng: random.Random, ds: Dataset) -> None:
+    """Scores on some executions: during them or hours later, in one of their processes."""
+    spans: dict[uuid.UUID, list[str | None]] = defaultdict(list)
+    for call in ds.llm:
+        spans[call["execution_id"]].append(call["span_id"])
+    for ex in ds.executions:
+        if ex["execution_id"] == TREE_ID or rng.random() < 0.55:
+            continue
+        for _ in range(rng.randint(1, 3)):
+            at = ex["created_at"] + _ms(rng.randint(0, 9000))
+            if rng.random() < 0.2:
+                at += dt.timedelta(hours=rng.uniform(1, 48))  # feedback given later
+            span = rng.choice([*spans[ex["execution_id"]], None, "p3"])
+            ds.agent.append(
+                {
+                    "event_id": uuid.UUID(int=rng.getrandbits(128)),
+                    "execution_id": ex["execution_id"],
+                    "created_at": at,
+                    "tenant_id": ex["tenant_id"],
+                    "user_id": ex["user_id"],
+                    "session_id": ex["session_id"],
+                    "span_id": span,
+                    "event_type": "score",
+                    "particular_data": _score(rng, rng.choice(SCORE_NAMES)),
+                    "agent_type": rng.choice(AGENTS) if rng.random() < 0.3 else None,
+                }
+            )
 
 
 def _add_tree(rng: random.Random, ds: Dataset) -> None:
@@ -1106,6 +1162,178 @@ def ref_execution_tree(ds: Dataset, p: Values) -> list[Row]:
     return rows
 
 
+def _scored_call(ds: Dataset, execution_id: uuid.UUID, span: str | None) -> Rec | None:
+    """The execution's call in the scored process, else its latest (by time, then id)."""
+    calls = [c for c in ds.llm if c["execution_id"] == execution_id]
+    if not calls:
+        return None
+    return max(calls, key=lambda c: (c["span_id"] == span, c["created_at"], c["event_id"]))
+
+
+def _numeric_scores(ds: Dataset, p: Values) -> list[Rec]:
+    return [
+        r
+        for r in in_window(ds.agent, p)
+        if r["event_type"] == "score"
+        and as_text(jpath(r["particular_data"], "name")) is not None
+        and is_number(r["particular_data"].get("score"))
+    ]
+
+
+def ref_score_trends(ds: Dataset, p: Values) -> list[Row]:
+    groups: dict[tuple[Any, ...], list[Decimal]] = defaultdict(list)
+    for r in _numeric_scores(ds, p):
+        name = r["particular_data"]["name"]
+        if p["score"] and name != p["score"]:
+            continue
+        day = local_date(r["created_at"], p["tz"])
+        week = day - dt.timedelta(days=day.weekday())
+        call = _scored_call(ds, r["execution_id"], r["span_id"]) or {}
+        agent = r["agent_type"] if r["agent_type"] is not None else call.get("agent_type")
+        key = (week, name, agent, call.get("model_target"), call.get("prompt_version"))
+        groups[key].append(as_numeric(r["particular_data"]["score"]))
+    rows = []
+    for key, values in groups.items():
+        if len(values) < p["min_count"]:
+            continue
+        under = sum(1 for v in values if v < p["threshold"])
+        rows.append(
+            (
+                *key,
+                len(values),
+                rnd(mean(values) or 0, 4),
+                min(values),
+                max(values),
+                under,
+                rnd(Fraction(100 * under, len(values)), 2),
+            )
+        )
+    return order(
+        rows,
+        (lambda r: r[1], False),
+        (lambda r: r[0], False),
+        (lambda r: nl(r[2]), False),
+        (lambda r: nl(r[3]), False),
+        (lambda r: nl(r[4]), False),
+    )
+
+
+def _execution_row(ds: Dataset, execution_id: uuid.UUID) -> Rec | None:
+    """The execution's row: the latest finalised first, a join's own row never."""
+    found = [
+        e
+        for e in ds.executions
+        if e["execution_id"] == execution_id and e["event_type"] != "execution_joined"
+    ]
+    if not found:
+        return None
+    return max(
+        found,
+        key=lambda e: (
+            e["finalized_at"] is not None,
+            e["finalized_at"] or T0,
+            e["created_at"],
+            e["event_id"],
+        ),
+    )
+
+
+def _top_label(labels: list[str | None]) -> str | None:
+    """mode() WITHIN GROUP (ORDER BY label): NULLs skipped, a tie goes to the first label."""
+    counts: dict[str, int] = defaultdict(int)
+    for label in labels:
+        if label is not None:
+            counts[label] += 1
+    if not counts:
+        return None
+    return min(counts, key=lambda label: (-counts[label], label))
+
+
+def ref_feedback_by_feature(ds: Dataset, p: Values) -> list[Row]:
+    feedback: list[tuple[Rec, str, str, Decimal | None, str | None]] = []
+    for r in in_window(ds.agent, p):
+        name = as_text(jpath(r["particular_data"], "name"))
+        if r["event_type"] != "score" or name is None:
+            continue
+        raw = r["particular_data"].get("score")
+        value = as_numeric(raw) if is_number(raw) else None
+        label = as_text(jpath(r["particular_data"], "label"))
+        feedback.append((r, "score", name, value, label))
+    events = p["events"].split(",")
+    for r in in_window(ds.journey, p):
+        if r["event_type"] in events:
+            feedback.append((r, "journey", r["event_type"], None, None))
+    groups: dict[tuple[Any, ...], list[tuple[Rec, Decimal | None, str | None]]] = defaultdict(list)
+    for r, kind, name, value, label in feedback:
+        ex = _execution_row(ds, r["execution_id"])
+        context = ex["context"] if ex is not None else {}
+        call = _scored_call(ds, r["execution_id"], r["span_id"]) or {}
+        version = call.get("prompt_version")
+        if version is None:
+            version = as_text(jpath(context, "prompt_version"))
+        feature = as_text(jpath(context, "feature"))
+        groups[(feature, version, kind, name)].append((r, value, label))
+    rows = []
+    for key, items in groups.items():
+        if len(items) < p["min_count"]:
+            continue
+        values = [v for _, v, _ in items if v is not None]
+        average = mean(values)
+        rows.append(
+            (
+                *key,
+                len(items),
+                len({r["execution_id"] for r, _, _ in items}),
+                None if average is None else rnd(average, 4),
+                sum(1 for v in values if v < p["threshold"]),
+                _top_label([label for _, _, label in items]),
+            )
+        )
+    return order(
+        rows,
+        (lambda r: nl(r[0]), False),
+        (lambda r: nl(r[1]), False),
+        (lambda r: r[2], False),
+        (lambda r: r[3], False),
+    )
+
+
+def ref_quality_per_dollar(ds: Dataset, p: Values) -> list[Row]:
+    calls = group(in_window(ds.llm, p), lambda r: r["execution_id"])
+    scores = group(
+        (r for r in _numeric_scores(ds, p) if r["particular_data"]["name"] == p["score"]),
+        lambda r: r["execution_id"],
+    )
+    versions: dict[tuple[Any, Any], list[tuple[Any, list[Decimal]]]] = defaultdict(list)
+    for execution_id, own in calls.items():
+        latest = max(own, key=lambda c: (c["created_at"], c["event_id"]))
+        values = [as_numeric(s["particular_data"]["score"]) for s in scores.get(execution_id, [])]
+        cost = sum_or_zero(c["total_cost"] for c in own)
+        versions[(latest["agent_type"], latest["prompt_version"])].append((cost, values))
+    rows = []
+    for (agent, version), items in versions.items():
+        if len(items) < p["min_executions"]:
+            continue
+        total = sum((Fraction(cost) for cost, _ in items), Fraction(0))
+        per_execution = total / len(items)
+        values = [v for _, vs in items for v in vs]
+        average = mean(values)
+        rows.append(
+            (
+                agent,
+                version,
+                len(items),
+                sum(Decimal(cost) for cost, _ in items),
+                rnd(per_execution, 6),
+                sum(1 for _, vs in items if vs),
+                len(values),
+                None if average is None else rnd(average, 4),
+                None if average is None or per_execution == 0 else rnd(average / per_execution, 2),
+            )
+        )
+    return order(rows, (lambda r: nl(r[0]), False), (lambda r: nl(r[1]), False))
+
+
 REFERENCES: dict[str, Callable[[Dataset, Values], list[Row]]] = {
     "compression-audit": ref_compression_audit,
     "cost-anomalies": ref_cost_anomalies,
@@ -1115,10 +1343,13 @@ REFERENCES: dict[str, Callable[[Dataset, Values], list[Row]]] = {
     "decision-drift": ref_decision_drift,
     "execution-tree": ref_execution_tree,
     "expensive-paths": ref_expensive_paths,
+    "feedback-by-feature": ref_feedback_by_feature,
     "large-generations": ref_large_generations,
     "latency-percentiles": ref_latency_percentiles,
     "outcome-rates": ref_outcome_rates,
     "prompt-regressions": ref_prompt_regressions,
+    "quality-per-dollar": ref_quality_per_dollar,
+    "score-trends": ref_score_trends,
     "session-summary": ref_session_summary,
     "slow-agent-executions": ref_slow_agent_executions,
     "user-journey": ref_user_journey,
@@ -1176,6 +1407,10 @@ CUSTOM: dict[str, list[dict[str, str]]] = {
         {**WINDOW, "min_executions": "2", "limit": "5"},
         {**WINDOW, "min_executions": "1", "limit": "100"},
     ],
+    "feedback-by-feature": [
+        {**WINDOW, "events": "thumbs_down,state_transition", "threshold": "0.3", "min_count": "2"},
+        {**WINDOW, "events": "", "threshold": "0.9", "min_count": "1"},
+    ],
     "large-generations": [{**WINDOW, "min_tokens": "12000", "limit": "25"}],
     "latency-percentiles": [
         {**WINDOW, "include_failed": "true", "min_calls": "3"},
@@ -1185,6 +1420,14 @@ CUSTOM: dict[str, list[dict[str, str]]] = {
     "prompt-regressions": [
         {**WINDOW, "max_increase_pct": "10", "min_calls": "5", "only_flagged": "false"},
         {**WINDOW, "max_increase_pct": "25", "min_calls": "10", "only_flagged": "true"},
+    ],
+    "quality-per-dollar": [
+        {**WINDOW, "score": "tone", "min_executions": "3"},
+        {**WINDOW, "score": "thumbs", "min_executions": "1"},
+    ],
+    "score-trends": [
+        {**WINDOW, "score": "helpfulness", "threshold": "0.25", "tz": "Asia/Kolkata"},
+        {**WINDOW, "score": "", "threshold": "0.75", "min_count": "2"},
     ],
     "session-summary": [
         {**WINDOW, "only_abandoned": "true", "limit": "1000"},

@@ -15,6 +15,7 @@ from pgtrail.ids import new_span_id
 
 if TYPE_CHECKING:
     from pgtrail.config import Settings
+    from pgtrail.scores import ScoreRequest
 
 
 log = logging.getLogger("pgtrail")
@@ -39,6 +40,9 @@ class ExecutionOwner(Protocol):
         context: dict[str, Any] | None = None,
     ) -> None:
         """Stamps one record of ``state`` and enqueues it (see :meth:`pgtrail.Trail.log_record`)."""
+
+    def attach_score(self, request: ScoreRequest) -> None:
+        """Stores one score (see :meth:`pgtrail.Trail.attach_score`)."""
 
 
 @dataclass

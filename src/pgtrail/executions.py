@@ -40,6 +40,8 @@ class Identity:
     workflow: str | None
     source: str
     """``redis`` (open), ``database`` (its stored row), ``join`` (the arguments), ``unknown``."""
+    root_span_id: str | None = None
+    """The execution's root process, when known (what a late score attaches to)."""
 
 
 _RECENT_DAYS = 7
@@ -82,10 +84,10 @@ def _lookup(settings: Settings, execution_id: uuid.UUID, timeout_s: float) -> Id
                 {"id": execution_id, "since": since, "until": until},
             ).fetchone()
             if row is not None:
-                tenant, user, session, workflow = row
+                tenant, user, session, workflow, span = row
                 if settings.user_hmac_key:
                     user = as_pseudonym(user)  # written hashed: not to be hashed again
-                return Identity(tenant or "default", user, session, workflow, "database")
+                return Identity(tenant or "default", user, session, workflow, "database", span)
     return None
 
 

@@ -20,6 +20,7 @@ from pgtrail.writer.sanitize import safe_str
 
 if TYPE_CHECKING:
     from pgtrail.config import Settings
+    from pgtrail.scores import ScoreRequest
 
 log = logging.getLogger("pgtrail")
 
@@ -35,6 +36,9 @@ class LiveClient(Protocol):
 
     def after_fork_in_child(self) -> None:
         """Forgets what the parent process held."""
+
+    def attach_score(self, request: ScoreRequest) -> None:
+        """Stores one score (see :meth:`pgtrail.Trail.attach_score`)."""
 
 
 live_clients: weakref.WeakSet[LiveClient] = weakref.WeakSet()

@@ -8,6 +8,7 @@ strict mode (:mod:`pgtrail.guard`).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from pgtrail import context as execution_context
@@ -15,6 +16,7 @@ from pgtrail import guard
 from pgtrail.context import ExecutionState, Span
 from pgtrail.errors import NoActiveExecutionError
 from pgtrail.models import AgentEvent
+from pgtrail.scores import ScoreRequest
 from pgtrail.tables import AGENT, JOURNEY, LLM
 from pgtrail.writer.freeze import frozen_dict
 
@@ -207,3 +209,73 @@ def log_user_journey(event_type: str, data: dict[str, Any] | None = None) -> Non
             state.trail.log_record(state, span, JOURNEY, args)
     except Exception as exc:  # the one guard: never into the caller's application
         guard.swallow("log_user_journey", exc, guard.strict_now())
+
+
+def log_score(
+    name: str,
+    value: float | bool | str,
+    *,
+    comment: str | None = None,
+    source: str | None = None,
+    data: dict[str, Any] | None = None,
+    execution_id: uuid.UUID | str | None = None,
+    span_id: str | None = None,
+    agent_type: str | None = None,
+    tenant_id: str | None = None,
+    user_id: str | None = None,
+    session_id: str | None = None,
+) -> None:
+    """Logs a score or piece of feedback: on the current execution, or on any by its id.
+
+    Inside an execution it attaches to the current execution and process. With
+    ``execution_id`` it attaches from any process, at any later time, keeping that
+    execution's tenant, user and session (see :meth:`pgtrail.Trail.log_score`, which this
+    calls on the current execution's client, else on the one open client). Never raises
+    outside strict mode: a bad name or value, or no client to store it with, is said once
+    in the log and the score is not stored.
+
+    Args:
+        name: What is scored, e.g. ``"helpfulness"``.
+        value: A finite number, a bool (thumbs up ``True``) or a text (a category).
+        comment: Why, in words, or None.
+        source: Who scored: ``"human"``, ``"model"``, ``"rule"``... or None.
+        data: More about the score, a dict, or None.
+        execution_id: The execution scored, when it is not the current one.
+        span_id: The process scored, when it is not the current one.
+        agent_type: The agent whose work is scored, or None.
+        tenant_id: The tenant for an execution neither Redis nor PostgreSQL knows.
+        user_id: The user, on the same terms as ``tenant_id``.
+        session_id: The session, on the same terms as ``tenant_id``.
+    """
+    try:
+        request = ScoreRequest(
+            name,
+            value,
+            comment,
+            source,
+            data,
+            execution_id,
+            span_id,
+            agent_type,
+            tenant_id,
+            user_id,
+            session_id,
+        )
+        state, _ = execution_context.current()
+        if state is not None:
+            state.trail.attach_score(request)
+            return
+        clients = list(guard.live_clients)
+        if len(clients) == 1:
+            clients[0].attach_score(request)
+            return
+        message = (
+            "pgtrail: log_score outside any execution needs one open client; "
+            + ("none is open" if not clients else f"{len(clients)} are open")
+            + ": call trail.log_score(...) on the one to use"
+        )
+        if guard.strict_anywhere():
+            raise NoActiveExecutionError(message)
+        guard.report_once("log_score:clients", message)
+    except Exception as exc:  # the one guard: never into the caller's application
+        guard.swallow("log_score", exc, guard.strict_now())

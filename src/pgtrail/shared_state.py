@@ -9,6 +9,7 @@ meanwhile), and any other Redis error costs only the command that raised it.
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import hashlib
 import json
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from pgtrail.errors import AssemblyUnavailableError
+from pgtrail.errors import AssemblyUnavailableError, PgtrailError
 from pgtrail.ids import uuid_or_none
 from pgtrail.writer.sanitize import Sanitizer, compact_json
 
@@ -101,6 +102,92 @@ def execution_meta(state: ExecutionState, redactor: Redactor | None = None) -> d
     return meta
 
 
+def execution_key(prefix: str, execution_id: uuid.UUID | str, suffix: str = "") -> str:
+    """The Redis key of an execution's state.
+
+    Args:
+        prefix: The key prefix (``redis_prefix``).
+        execution_id: The execution.
+        suffix: ``""`` for its metadata hash, ``":procs"``, ``":final"`` or ``":sampling"``.
+    """
+    return f"{prefix}ex:{execution_id}{suffix}"
+
+
+@dataclass(frozen=True)
+class OpenExecution:
+    """An execution still open in Redis, as ``pgtrail check`` reads it."""
+
+    execution_id: uuid.UUID
+    workflow: str
+    tenant_id: str
+    user_id: str | None
+    session_id: str | None
+    started_at: dt.datetime
+    last_activity: dt.datetime
+    """When one of its processes last told Redis something."""
+
+
+def open_executions(url: str, prefix: str, *, limit: int = 10_000) -> list[OpenExecution]:
+    """The executions open in Redis (started, not yet finalised or swept), oldest first.
+
+    Unlike :class:`RedisState`, which lets an application run on without Redis, this is a
+    question that needs an answer: a Redis that cannot be reached raises.
+
+    Args:
+        url: The Redis URL (``redis_url``).
+        prefix: The key prefix (``redis_prefix``).
+        limit: How many to read at most, by oldest activity.
+
+    Raises:
+        PgtrailError: Redis could not be reached or refused the commands (the message never
+            holds the URL, which may carry a password).
+    """
+    client = _import_redis().Redis.from_url(
+        url, socket_connect_timeout=2.0, socket_timeout=10.0, decode_responses=True
+    )
+    try:
+        listed = cast(
+            "list[tuple[str, float]]",
+            client.zrange(f"{prefix}open", 0, limit - 1, withscores=True),
+        )
+        pipe = client.pipeline(transaction=False)
+        for raw_id, _ in listed:
+            pipe.hgetall(execution_key(prefix, raw_id))
+        metas = cast("list[dict[str, str]]", pipe.execute())
+    except REDIS_ERRORS as exc:
+        raise PgtrailError(
+            f"Redis (redis_url) could not be read: {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        client.close()
+    found = []
+    for (raw_id, active), meta in zip(listed, metas, strict=True):
+        execution_id = uuid_or_none(raw_id)
+        started = _timestamp(meta.get("started_at")) if meta else None
+        if execution_id is None or started is None:
+            continue  # its metadata expired or was never written: nothing to say about it
+        found.append(
+            OpenExecution(
+                execution_id,
+                meta.get("workflow") or "unnamed",
+                meta.get("tenant_id") or "default",
+                meta.get("user_id") or None,
+                meta.get("session_id") or None,
+                started,
+                dt.datetime.fromtimestamp(active, dt.UTC),
+            )
+        )
+    return found
+
+
+def _timestamp(raw: str | None) -> dt.datetime | None:
+    try:
+        at = dt.datetime.fromisoformat(raw or "")
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
+
+
 class RedisState:
     """Open executions in Redis; every operation degrades to a no-op when Redis is down."""
 
@@ -160,7 +247,7 @@ class RedisState:
 
     def key(self, execution_id: uuid.UUID | str, suffix: str = "") -> str:
         """The Redis key of an execution's state (``suffix`` picks one of its parts)."""
-        return f"{self.prefix}ex:{execution_id}{suffix}"
+        return execution_key(self.prefix, execution_id, suffix)
 
     def open(self, state: ExecutionState) -> None:
         """Publishes a new execution so other processes can join it."""

@@ -29,9 +29,11 @@ from pgtrail.errors import NoActiveExecutionError, PgtrailError, ValidationError
 from pgtrail.executions import JOINED_EVENT
 from pgtrail.ids import new_span_id, uuid7, uuid_or_none
 from pgtrail.propagation import TraceContext
+from pgtrail.scores import SCORE_EVENT, ScoreRequest, score_data, target_execution
 from pgtrail.shared_state import RedisState
+from pgtrail.tables import AGENT
 from pgtrail.writer.flusher import Flusher, FlushStats, WriterMetrics
-from pgtrail.writer.freeze import members
+from pgtrail.writer.freeze import frozen_dict, members
 from pgtrail.writer.record import QueuedRecord
 from pgtrail.writer.redact import Redactor
 from pgtrail.writer.sampling import Sampler, SamplingConfig
@@ -46,6 +48,8 @@ R = TypeVar("R")
 
 _NUMBERS = ("input_cost", "output_cost", "total_cost", "duration_ms")
 _DEFAULT_LOOKUP_S = 1.0
+_LATE_IDENTITIES = 1024
+"""Executions whose identity (from Redis or their row) a client remembers for later scores."""
 _Tokens = tuple[Any, ...]
 
 
@@ -179,6 +183,7 @@ class Trail:
         self.unmerged_processes = 0
         """Processes of joined executions that could not reach the execution's row (they
         are stored as ``execution_joined`` rows instead: see :meth:`join`)."""
+        self._late_identities: dict[uuid.UUID, executions.Identity] = {}
         self._closed = False
         guard.live_clients.add(self)
 
@@ -460,7 +465,9 @@ class Trail:
                 self._identity(user_id, "user_id"),
                 self._identity(session_id, "session_id"),
             )
-            found = self._joined_identity(trace.execution_id, meta, given, lookup_timeout_s)
+            found = self._joined_identity(
+                trace.execution_id, meta, given, lookup_timeout_s, "join()"
+            )
             started = self._now()
             workflow = found.workflow or "joined"
             parent_span = trace.parent_span_id or meta.get("root_span_id") or None
@@ -508,8 +515,10 @@ class Trail:
         meta: dict[str, str],
         given: tuple[str | None, str | None, str | None],
         timeout_s: object,
+        what: str,
     ) -> executions.Identity:
-        """Tenant, user and session of a joined execution: Redis, its row, or the arguments."""
+        """Tenant, user and session of a joined (or late-scored) execution: Redis, its row,
+        or the arguments; ``what`` names the call in what is said in the log."""
         if meta:
             found: executions.Identity | None = executions.Identity(
                 meta.get("tenant_id") or "default",
@@ -517,6 +526,7 @@ class Trail:
                 meta.get("session_id") or None,
                 meta.get("workflow") or None,
                 "redis",
+                meta.get("root_span_id") or None,
             )
         else:
             found = executions.stored_identity(self.settings, execution_id, _seconds(timeout_s))
@@ -524,9 +534,9 @@ class Trail:
             if any(v is not None for v in given):
                 return executions.Identity(given[0] or "default", given[1], given[2], None, "join")
             guard.report_once(
-                f"join:{execution_id}",
+                f"{what}:{execution_id}",
                 f"pgtrail: execution {execution_id} is neither open in Redis nor stored, and "
-                "join() was given no tenant_id, user_id or session_id; its events are stored "
+                f"{what} was given no tenant_id, user_id or session_id; its events are stored "
                 "under tenant 'default' with no user or session",
             )
             return executions.Identity("default", None, None, None, "unknown")
@@ -538,8 +548,9 @@ class Trail:
         ):
             if value is not None and value != known:
                 guard.report_once(
-                    f"join-differs:{execution_id}:{field}",
-                    f"pgtrail: join({execution_id}) was given {field}={safe_repr(value)[:100]} "
+                    f"{what}-differs:{execution_id}:{field}",
+                    f"pgtrail: {what} of {execution_id} was given {field}="
+                    f"{safe_repr(value)[:100]} "
                     f"but the execution ({found.source}) has {known!r}; the execution's is used",
                 )
         return found
@@ -803,6 +814,140 @@ class Trail:
             self._sampler.route(state.execution_id, record)
         else:
             self._flusher.submit(record)
+
+    def log_score(
+        self,
+        name: str,
+        value: float | bool | str,
+        *,
+        comment: str | None = None,
+        source: str | None = None,
+        data: dict[str, Any] | None = None,
+        execution_id: uuid.UUID | str | None = None,
+        span_id: str | None = None,
+        agent_type: str | None = None,
+        tenant_id: str | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        lookup_timeout_s: float = _DEFAULT_LOOKUP_S,
+    ) -> None:
+        """Logs a score or piece of feedback on an execution, now or any time later.
+
+        Without ``execution_id`` it attaches to the current execution and process. With it,
+        it attaches to that execution from any process at any time, under the execution's
+        tenant, user and session, found as :meth:`join` finds them: from Redis while it is
+        open, else from its stored ``logs_execution`` row, else from ``tenant_id``,
+        ``user_id`` and ``session_id``; when none is known the score is stored under
+        ``default`` and that is said once in the log. Stored as an agent event of type
+        ``score`` (see :mod:`pgtrail.scores`). Never raises outside strict mode: a bad
+        name or value is said once in the log and the score is not stored; strict mode
+        raises :class:`~pgtrail.errors.ValidationError`.
+
+        Args:
+            name: What is scored, e.g. ``"helpfulness"`` (at most 200 characters).
+            value: A finite number (``0.8``), a bool (a thumbs up is ``True``) or a text
+                (a category such as ``"off_topic"``).
+            comment: Why, in words, or None.
+            source: Who scored: ``"human"``, ``"model"``, ``"rule"``... or None.
+            data: More about the score (the judge's model, a rubric), a dict, or None.
+            execution_id: The execution scored, when it is not the current one.
+            span_id: The process scored; by default the current one, or the root of a
+                late-scored execution.
+            agent_type: The agent whose work is scored, or None.
+            tenant_id: The tenant for an execution neither Redis nor PostgreSQL knows.
+            user_id: The user, on the same terms as ``tenant_id``.
+            session_id: The session, on the same terms as ``tenant_id``.
+            lookup_timeout_s: Longest wait, in seconds, for a finished execution's row (as
+                in :meth:`join`).
+        """
+        self.attach_score(
+            ScoreRequest(
+                name,
+                value,
+                comment,
+                source,
+                data,
+                execution_id,
+                span_id,
+                agent_type,
+                tenant_id,
+                user_id,
+                session_id,
+                lookup_timeout_s,
+            )
+        )
+
+    def attach_score(self, request: ScoreRequest) -> None:
+        """Stores one score (the seam of :func:`pgtrail.log_score`); never raises outside
+        strict mode.
+
+        Args:
+            request: The score as the caller gave it.
+        """
+        try:
+            target = target_execution(request.execution_id)
+            current, span = execution_context.current()
+            if target is None or (current is not None and current.execution_id == target):
+                if current is None:
+                    self._no_execution("log_score")
+                    return
+                state, attached = current, "current"
+            else:
+                found = self._late_identity(target, request)
+                state, span = self._late_state(target, found), None
+                attached = "given" if found.source == "join" else found.source
+            particular = score_data(request, attached)
+            if request.span_id is not None:
+                scored = self._identity(request.span_id, "span_id") or state.root_span.span_id
+                span = Span(scored, None, "scored", 0, state.started_at)
+            data_json = frozen_dict(particular, self.settings.max_field_chars)
+            args: dict[str, Any] = {
+                "agent_type": self._identity(request.agent_type, "agent_type"),
+                "event_type": SCORE_EVENT,
+                "data": None if data_json is not None else particular,
+            }
+            state.trail.log_record(state, span, AGENT, args, data_json)
+        except Exception as exc:
+            guard.swallow("log_score", exc, self.settings.strict)
+
+    def _late_identity(self, execution_id: uuid.UUID, request: ScoreRequest) -> executions.Identity:
+        """Whose execution a score from outside it is on (as :meth:`join` finds it)."""
+        found = self._late_identities.get(execution_id)
+        if found is not None:
+            return found
+        meta = self.redis.load(execution_id) or {}
+        given = (
+            self._identity(request.tenant_id, "tenant_id"),
+            self._identity(request.user_id, "user_id"),
+            self._identity(request.session_id, "session_id"),
+        )
+        found = self._joined_identity(
+            execution_id, meta, given, request.lookup_timeout_s, "log_score()"
+        )
+        if found.source in ("redis", "database"):  # whose it is never changes: asked once
+            if len(self._late_identities) >= _LATE_IDENTITIES:
+                self._late_identities.pop(next(iter(self._late_identities)))
+            self._late_identities[execution_id] = found
+        return found
+
+    def _late_state(self, execution_id: uuid.UUID, found: executions.Identity) -> ExecutionState:
+        """A detached, never current state of an execution scored from outside it."""
+        now = self._now()
+        root = Span(found.root_span_id or new_span_id(), None, found.workflow or "", 0, now)
+        return ExecutionState(
+            trail=self,
+            execution_id=execution_id,
+            workflow=found.workflow or "unknown",
+            tenant_id=found.tenant_id,
+            user_id=found.user_id,
+            session_id=found.session_id,
+            context={},
+            parent_execution_id=None,
+            started_at=now,
+            is_root=False,
+            root_span=root,
+            shared=False,
+        )
 
     def _no_execution(self, what: str) -> None:
         message = (

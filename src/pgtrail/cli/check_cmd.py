@@ -13,11 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from pgtrail.cli.app import app, fail, settings_of
+from pgtrail.cli.app import app, err_console, fail, settings_of
+from pgtrail.config import Settings
 from pgtrail.durations import parse_duration
-from pgtrail.errors import ConfigurationError, EvaluationError
+from pgtrail.errors import ConfigurationError, EvaluationError, PgtrailError
+from pgtrail.ops import webhooks
 from pgtrail.read import alerts
+from pgtrail.read.breaches import Breach
 from pgtrail.read.reports import parse_timestamptz
 
 EXIT_BREACH = 1
@@ -110,6 +114,34 @@ def _flag_rules(
     return rules
 
 
+def _watch_rules(
+    *,
+    user_budget: float | None,
+    user_window: str,
+    runaway_after: str | None,
+    runaway_cost: float | None,
+) -> list[dict[str, Any]]:
+    """The user-budget and runaway rules given as options, as a rules file holds them."""
+    rules: list[dict[str, Any]] = []
+    if user_budget is not None:
+        rules.append(
+            {
+                "name": "user-cost",
+                "kind": "user_cost",
+                "window": user_window,
+                "budget_usd": user_budget,
+            }
+        )
+    if runaway_after is not None or runaway_cost is not None:
+        rule: dict[str, Any] = {"name": "runaway", "kind": "runaway"}
+        if runaway_after is not None:
+            rule["max_duration"] = runaway_after
+        if runaway_cost is not None:
+            rule["max_cost_usd"] = runaway_cost
+        rules.append(rule)
+    return rules
+
+
 @app.command("check")
 def check_command(
     ctx: typer.Context,
@@ -159,13 +191,38 @@ def check_command(
     timeout_ms: Annotated[
         int | None, typer.Option(min=1, help="Statement timeout (default: 30000)")
     ] = None,
+    user_budget: Annotated[
+        float | None,
+        typer.Option(metavar="USD", help="Breach when a user spends more over --user-window"),
+    ] = None,
+    user_window: Annotated[
+        str, typer.Option(help="Rolling window of --user-budget (e.g. 30d)")
+    ] = "30d",
+    runaway_after: Annotated[
+        str | None,
+        typer.Option(metavar="DURATION", help="Breach when an execution still runs after this"),
+    ] = None,
+    runaway_cost: Annotated[
+        float | None,
+        typer.Option(metavar="USD", help="Breach when a running execution has spent more"),
+    ] = None,
+    webhook: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="POST each breach as JSON (Slack-compatible text) once per breach per window",
+        ),
+    ] = None,
 ) -> None:
-    """Evaluate latency, error-rate, budget and canary rules; exit 1 on any breach.
+    """Evaluate latency, error-rate, budget, canary, user-cost, runaway and score rules.
 
-    Exit status: 0 quiet, 1 breach, 2 bad rules or options, 3 could not evaluate.
+    Exit status: 0 quiet, 1 breach, 2 bad rules or options, 3 could not evaluate. A webhook
+    that cannot be reached is said on stderr and leaves the exit status as it is.
     """
     settings = settings_of(ctx)
     try:
+        if webhook is not None:
+            webhooks.check_url(webhook)
         parse_duration(window)
         now = parse_timestamptz(at) if at else dt.datetime.now(dt.UTC)
         rules = alerts.load_rules(rules_file) if rules_file is not None else []
@@ -180,14 +237,21 @@ def check_command(
             tenant_budgets=tenant_budget or [],
             canaries=canary or [],
         )
+        flagged += _watch_rules(
+            user_budget=user_budget,
+            user_window=user_window,
+            runaway_after=runaway_after,
+            runaway_cost=runaway_cost,
+        )
         if flagged:
             rules += alerts.parse_rules(flagged, source="options")
     except (ConfigurationError, ValueError) as exc:
         fail(str(exc), EXIT_CONFIG)
     if not rules:
         fail(
-            "no rules to check: give --rules FILE or a rule option "
-            "(--latency-p95, --error-rate, --daily-budget, --tenant-budget, --canary)",
+            "no rules to check: give --rules FILE or a rule option (--latency-p95, "
+            "--error-rate, --daily-budget, --tenant-budget, --canary, --user-budget, "
+            "--runaway-after, --runaway-cost)",
             EXIT_CONFIG,
         )
     names = [r.name for r in rules]
@@ -217,5 +281,22 @@ def check_command(
             )
         elif not quiet:
             typer.echo(f"ok: {len(rules)} rule(s), no breach, checked at {now.isoformat()}")
+    if webhook is not None and breaches:
+        _post(settings, breaches, webhook, quiet=quiet or output is OutputFormat.json)
     if breaches:
         raise typer.Exit(EXIT_BREACH)
+
+
+def _post(settings: Settings, breaches: list[Breach], url: str, *, quiet: bool) -> None:
+    """Posts the breaches to the webhook; a failure is said on stderr, never an exit."""
+    try:
+        deliveries = webhooks.notify(settings, breaches, url)
+    except PgtrailError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        return
+    if not quiet:
+        posted = sum(d.posted for d in deliveries)
+        typer.echo(
+            f"webhook: {posted} breach(es) posted, {len(deliveries) - posted} already posted "
+            "in their window"
+        )

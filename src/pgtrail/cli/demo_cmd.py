@@ -8,16 +8,7 @@ from typing import Annotated
 import typer
 
 from pgtrail.cli.app import app, console, fail, settings_of
-from pgtrail.demo.load import check_empty, load, reset
-from pgtrail.demo.plant import Plan
-from pgtrail.demo.simulate import (
-    DEFAULT_DAYS,
-    DEFAULT_INTERACTIONS,
-    DEFAULT_SEED,
-    DEFAULT_TENANTS,
-    DemoOptions,
-)
-from pgtrail.demo.tour import print_summary, tour
+from pgtrail.demo import DEFAULT_DAYS, DEFAULT_INTERACTIONS, DEFAULT_SEED, DEFAULT_TENANTS
 from pgtrail.errors import PgtrailError
 
 
@@ -63,6 +54,12 @@ def demo_command(
     ] = False,
 ) -> None:
     """Simulate a ten-agent coaching system for weeks; then show the reports finding its faults."""
+    # The simulation loads the whole writer: only this command pays for it.
+    from pgtrail.demo.load import check_empty, load, reset
+    from pgtrail.demo.plant import Plan
+    from pgtrail.demo.simulate import DemoOptions
+    from pgtrail.demo.tour import print_summary, tour
+
     settings = settings_of(ctx)
     options = DemoOptions(
         interactions=interactions,
@@ -77,7 +74,7 @@ def demo_command(
             reset(settings)
         check_empty(settings, options)
         start, stop = options.window()
-        planted = "four planted problems" if options.plan.any else "nothing planted"
+        planted = "six planted problems" if options.plan.any else "nothing planted"
         console.print(
             f"Simulating {interactions:,} interactions over {days} days "
             f"({start:%Y-%m-%d} to {stop - dt.timedelta(days=1):%Y-%m-%d}), "

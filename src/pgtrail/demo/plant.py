@@ -1,6 +1,6 @@
-"""Four production problems of long-running agent systems, planted on purpose.
+"""Six production problems of long-running agent systems, planted on purpose.
 
-Each one is tied to the saved report that finds it:
+Each one is tied to the saved report or the ``pgtrail check`` rule that finds it:
 
 - ``decision-drift``: the coaching agent's ``intensity_level`` creeps towards ``high`` and
   ``intense`` week over week;
@@ -8,10 +8,15 @@ Each one is tied to the saved report that finds it:
   compresses significant moments aggressively;
 - ``cost-anomalies``: one user's requests send ``301 Selling process`` into a retry loop on a
   large model, many calls per execution;
-- ``prompt-regressions``: coaching prompt v7, rolled out mid-window, is ~60% slower than v6.
+- ``prompt-regressions``: coaching prompt v7, rolled out mid-window, is ~60% slower than v6;
+- ``score-trends`` and the ``score_avg`` rule: the model judge finds coaching v7 much less
+  helpful than v6 (a mean of 0.50 against 0.82);
+- the ``runaway`` rule: a research agent still running three hours after it started, and
+  past $8 of model calls, when the tour checks (it needs Redis: see
+  :mod:`pgtrail.demo.runaway`).
 
 With nothing planted the same system runs with steady shares, correct compression, costs
-within their baseline and a v7 that is exactly as fast as v6.
+within their baseline, a v7 exactly as fast and as helpful as v6, and no runaway.
 """
 
 from __future__ import annotations
@@ -39,6 +44,15 @@ PROMPT_CANARY_SHARE = 0.2
 PROMPT_REGRESSION = 1.6
 """Latency factor of the regressed prompt version."""
 
+JUDGED_SHARE = 0.5
+"""Share of answers the model judge scores for ``helpfulness``."""
+HELPFULNESS = 0.82
+"""Mean helpfulness of every answer, but the planted one's."""
+HELPFULNESS_DROPPED = 0.5
+"""Mean helpfulness of coaching prompt v7's answers when the drop is planted."""
+HELPFULNESS_SPREAD = 0.3
+"""Width of the (uniform) spread of helpfulness around its mean."""
+
 
 @dataclass(frozen=True, slots=True)
 class Plan:
@@ -48,16 +62,25 @@ class Plan:
     compression_bug: bool = True
     expensive_user: bool = True
     prompt_regression: bool = True
+    helpfulness_drop: bool = True
+    runaway: bool = True
 
     @classmethod
     def nothing(cls) -> Plan:
         """A healthy system."""
-        return cls(False, False, False, False)
+        return cls(False, False, False, False, False, False)
 
     @property
     def any(self) -> bool:
         """True when at least one problem is planted."""
-        return self.drift or self.compression_bug or self.expensive_user or self.prompt_regression
+        return (
+            self.drift
+            or self.compression_bug
+            or self.expensive_user
+            or self.prompt_regression
+            or self.helpfulness_drop
+            or self.runaway
+        )
 
     def intensity_weights(self, frac: float) -> tuple[float, ...]:
         """Target shares of each intensity level at ``frac`` (0..1) of the window."""
@@ -93,6 +116,13 @@ class Plan:
     def coaching_latency_factor(self, version: str) -> float:
         """How much slower than v6 a coaching prompt version answers."""
         return PROMPT_REGRESSION if self.prompt_regression and version == "v7" else 1.0
+
+    def helpfulness(self, agent_type: str, version: str, u: float) -> float:
+        """The judge's helpfulness score of one answer (``u`` uniform in [0, 1))."""
+        mean = HELPFULNESS
+        if self.helpfulness_drop and agent_type == "coaching" and version == "v7":
+            mean = HELPFULNESS_DROPPED
+        return round(min(1.0, max(0.0, mean + (u - 0.5) * HELPFULNESS_SPREAD)), 2)
 
 
 def coaching_prompt_version(frac: float, u: float) -> str:

@@ -25,10 +25,17 @@ from pgtrail import (
     ToolCall,
     Trail,
 )
+from pgtrail.demo import (
+    DEFAULT_DAYS,
+    DEFAULT_INTERACTIONS,
+    DEFAULT_SEED,
+    DEFAULT_TENANTS,
+)
 from pgtrail.demo import catalog as c
 from pgtrail.demo.plant import (
     EXPENSIVE_LOOP_CALLS,
     INTENSITY_LEVELS,
+    JUDGED_SHARE,
     Plan,
     coaching_prompt_version,
 )
@@ -38,6 +45,7 @@ DAY_MS = 86_400_000
 _log_llm = pgtrail.log_llm_execution
 _log_agent = pgtrail.log_agent_execution
 _log_journey = pgtrail.log_user_journey
+_log_score = pgtrail.log_score
 
 _TIER_CUM = cumulative(c.TIER_WEIGHTS)
 _LANGUAGE_CUM = cumulative(c.LANGUAGE_WEIGHTS)
@@ -66,10 +74,6 @@ ROUTER_INVALID = 0.015
 INTERACTIONS_PER_USER = (12, 60)
 ONBOARDING_MESSAGES = 6
 """A new user's first messages go to the onboarding stage, then coaching begins."""
-DEFAULT_INTERACTIONS = 8_000
-DEFAULT_DAYS = 28
-DEFAULT_SEED = 7
-DEFAULT_TENANTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +160,7 @@ class Simulator:
         self.rng = random.Random(options.seed)
         self.strata = Strata(random.Random(options.seed * 7919 + 1))
         self.intensity = Balanced(random.Random(options.seed * 7919 + 2), INTENSITY_LEVELS)
+        self.judge_rng = random.Random(options.seed * 7919 + 3)
         self.start, self.end = options.window()
         self.counts = Counts()
         self.highlights = Highlights()
@@ -466,18 +471,35 @@ class Simulator:
         proc = self.trail.process
         with proc(c.EXECUTE_LLM):
             if self._attempt(t, shape, version, factor):
+                self._judge(agent, version)
                 return True
             with proc(c.RETRY):
                 self.clock.advance(self.rng.randint(800, 4_000))
                 if self._attempt(t, shape, version, factor):
+                    self._judge(agent, version)
                     return True
                 with proc(c.FALLBACK):
                     fallback = c.FALLBACK_CALL if agent.agent_type == "coaching" else shape
                     if self.rng.random() < 0.7:
                         self._call(fallback, t.day, version=version)
+                        self._judge(agent, version)
                         return True
                     self._fail(fallback, "llm_error", version)
                     return False
+
+    def _judge(self, agent: c.Agent, version: str) -> None:
+        """A model judge's helpfulness score of the answer, in the process that made it."""
+        rng = self.judge_rng  # a stream of its own: the rest of the workload stays as it was
+        if rng.random() >= JUDGED_SHARE:
+            return
+        self.counts.events += 1
+        _log_score(
+            "helpfulness",
+            self.plan.helpfulness(agent.agent_type, version, rng.random()),
+            source="model",
+            agent_type=agent.agent_type,
+            data={"judge": "gpt-4o-mini"},
+        )
 
     def _attempt(self, t: Turn, shape: c.CallShape, version: str, factor: float) -> bool:
         r = self.rng.random()

@@ -19,8 +19,16 @@ from rich.table import Table
 
 from pgtrail.config import Settings
 from pgtrail.demo.load import LoadResult
-from pgtrail.demo.plant import COMPRESSION_BUG_AGENT, EXPENSIVE_USER_NUMBER, Plan
-from pgtrail.read import reports
+from pgtrail.demo.plant import (
+    COMPRESSION_BUG_AGENT,
+    EXPENSIVE_USER_NUMBER,
+    HELPFULNESS,
+    Plan,
+)
+from pgtrail.demo.runaway import RUNAWAY_WORKFLOW, planted_runaway, redis_problem
+from pgtrail.errors import PgtrailError
+from pgtrail.read import alerts, reports
+from pgtrail.read.breaches import Breach
 from pgtrail.read.journey import load_journey
 from pgtrail.read.render import journey_timeline, trace_tree
 from pgtrail.read.reports import ReportResult
@@ -29,6 +37,29 @@ from pgtrail.read.trace import load_trace
 Window = tuple[dt.datetime, dt.datetime]
 TABLE_ROWS = 8
 JOURNEY_EXECUTIONS = 6
+HELPFULNESS_ALERT = Decimal("0.7")
+"""A mean helpfulness under this is a problem (the tour's report filter and check rule)."""
+HELPFULNESS_MIN_SCORES = 15
+"""Groups with fewer scores are not judged."""
+CHECK_RULES: list[dict[str, Any]] = [
+    {
+        "name": "helpfulness by prompt",
+        "kind": "score_avg",
+        "score": "helpfulness",
+        "min": float(HELPFULNESS_ALERT),
+        "window": "7d",
+        "by": "prompt_version",
+        "min_count": HELPFULNESS_MIN_SCORES,
+    },
+    {
+        "name": "runaway agents",
+        "kind": "runaway",
+        "max_duration": "1h",
+        "max_cost_usd": 5,
+        "workflow": RUNAWAY_WORKFLOW,
+    },
+]
+"""The rules the tour checks, as a rules file would hold them."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +73,8 @@ class Finding:
     explain: Callable[[list[dict[str, Any]]], str]
     planted: Callable[[Plan], bool]
     filters: dict[str, Any] = field(default_factory=dict)
+    keep: Callable[[dict[str, Any]], bool] | None = None
+    """Which rows show the problem, when the report has no flag of its own."""
 
     def run(
         self, settings: Settings, window: Window, catalog: reports.Catalog
@@ -55,7 +88,8 @@ class Finding:
             params["until"] = window[1].isoformat()
         result = reports.run_report(settings, report, params)
         rows = as_dicts(result)
-        return [r for r in rows if all(r.get(k) == v for k, v in self.filters.items())]
+        rows = [r for r in rows if all(r.get(k) == v for k, v in self.filters.items())]
+        return [r for r in rows if self.keep is None or self.keep(r)]
 
 
 def as_dicts(result: ReportResult) -> list[dict[str, Any]]:
@@ -104,6 +138,17 @@ def _prompt_line(rows: list[dict[str, Any]]) -> str:
         f"{top['agent_type']} prompt {top['prompt_version']} on {top['model_target']} answers "
         f"in {top['p50_ms']} ms at p50 against {top['previous_p50_ms']} ms for "
         f"{top['previous_version']} ({top['p50_change_pct']:+}%)."
+    )
+
+
+def _helpfulness_line(rows: list[dict[str, Any]]) -> str:
+    worst = min(rows, key=lambda r: r["mean_score"])
+    versions = sorted({str(r["prompt_version"]) for r in rows})
+    return (
+        f"{worst['agent_type']} prompt {', '.join(versions)} scores a mean helpfulness of "
+        f"{worst['mean_score']} in the week of {worst['week']} ({worst['scores']} scores, "
+        f"{worst['under_threshold_pct']}% under {HELPFULNESS_ALERT}); every other version "
+        f"stays near {HELPFULNESS}."
     )
 
 
@@ -156,11 +201,31 @@ FINDINGS: tuple[Finding, ...] = (
         explain=_prompt_line,
         planted=lambda plan: plan.prompt_regression,
     ),
+    Finding(
+        problem="Quality drop: coaching prompt v7 judged less helpful",
+        report="score-trends",
+        params={
+            "score": "helpfulness",
+            "threshold": str(HELPFULNESS_ALERT),
+            "min_count": str(HELPFULNESS_MIN_SCORES),
+        },
+        columns=(
+            "week",
+            "agent_type",
+            "prompt_version",
+            "scores",
+            "mean_score",
+            "under_threshold_pct",
+        ),
+        explain=_helpfulness_line,
+        planted=lambda plan: plan.helpfulness_drop,
+        keep=lambda row: row["mean_score"] < HELPFULNESS_ALERT,
+    ),
 )
 
 
 def find_problems(settings: Settings, window: Window) -> dict[str, list[dict[str, Any]]]:
-    """Runs the four reports over ``window``; the rows each one flags, by report name."""
+    """Runs the five reports over ``window``; the rows each one flags, by report name."""
     catalog = reports.load_catalog()
     return {f.report: f.run(settings, window, catalog) for f in FINDINGS}
 
@@ -230,15 +295,62 @@ def tour(console: Console, settings: Settings, result: LoadResult) -> None:
         else:
             planted = "planted, yet not found" if finding.planted(plan) else "not planted"
             console.print(f"nothing reported ({planted}).", highlight=False)
+    breaches = print_checks(console, settings, result)
     _print_trace(console, settings, result)
     _print_journey(console, settings, result)
     console.rule("[bold]Figures")
     console.print(
         f"{result.counts.events:,} events written in {result.elapsed_s:.1f} s "
         f"({result.events_per_s:,.0f} events/s); {found} of {len(FINDINGS)} reports found a "
-        f"problem; tour {time.perf_counter() - began:.1f} s.",
+        f"problem; pgtrail check found {breaches} breach(es); "
+        f"tour {time.perf_counter() - began:.1f} s.",
         highlight=False,
     )
+
+
+def check_problems(settings: Settings, result: LoadResult) -> list[Breach]:
+    """Plants the runaway (when planned and Redis is there), then runs :data:`CHECK_RULES`
+    at the end of the simulated window; the breaches found.
+
+    Raises:
+        PgtrailError: the rules could not be evaluated.
+    """
+    end = result.window[1]
+    rules = alerts.parse_rules(CHECK_RULES, source="the tour")
+    if not result.options.plan.runaway:
+        return alerts.evaluate(settings, rules[:1], now=end)
+    tenant = "acme"
+    with planted_runaway(settings, end, tenant) as runaway:
+        if runaway.execution_id is None:
+            return alerts.evaluate(settings, rules[:1], now=end)
+        return alerts.evaluate(settings, rules, now=end)
+
+
+def print_checks(console: Console, settings: Settings, result: LoadResult) -> int:
+    """Prints what ``pgtrail check`` finds at the end of the window; how many breaches."""
+    console.rule("[bold]Alerts: a helpfulness drop, and an agent still running up costs")
+    console.print(
+        f"pgtrail check --rules alerts.toml --at {result.window[1].isoformat()}  "
+        "# score_avg helpfulness by prompt_version, runaway after 1h or $5",
+        style="dim",
+        highlight=False,
+    )
+    try:
+        breaches = check_problems(settings, result)
+    except PgtrailError as exc:
+        console.print(f"could not check: {exc}", highlight=False, markup=False)
+        return 0
+    for breach in breaches:
+        console.print(f"BREACH {breach.message}", highlight=False, soft_wrap=True, markup=False)
+    if result.options.plan.runaway and not any(b.kind == "runaway" for b in breaches):
+        console.print(
+            "runaway not planted: it runs in Redis, and "
+            f"{redis_problem(settings) or 'it finished before the check'}.",
+            highlight=False,
+        )
+    if not breaches:
+        console.print("ok: no breach.", highlight=False)
+    return len(breaches)
 
 
 def _print_trace(console: Console, settings: Settings, result: LoadResult) -> None:

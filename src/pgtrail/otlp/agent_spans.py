@@ -5,9 +5,9 @@ become one agent record whose ``data`` uses the field names of pgtrail's typed a
 (:class:`~pgtrail.models.ToolCall`, :class:`~pgtrail.models.Handoff`...); an OpenInference
 CHAIN adds none: the root one names the workflow, a LangGraph graph's run names the agent,
 and one that dispatches tool calls (LangGraph's tool node) lends their ids to the tool spans
-below it. ``gen_ai.evaluation.result`` events become ``evaluation``
-records, and a root span, the user's request, adds ``request_received`` and
-``request_completed`` / ``request_failed`` to the journey.
+below it. A root span, the user's request, adds ``request_received`` and
+``request_completed`` / ``request_failed`` to the journey. (Evaluations become scores in
+:mod:`pgtrail.otlp.score_events`.)
 """
 
 from __future__ import annotations
@@ -19,15 +19,12 @@ import pydantic
 
 from pgtrail.models import AgentEvent, Guardrail, Handoff, Retrieval, ToolCall
 from pgtrail.otlp.attributes import (
-    Attrs,
     as_mapping,
     as_name,
-    as_number,
     as_sequence,
     nanos_to_datetime,
     present,
     prune,
-    span_events,
 )
 from pgtrail.otlp.classify import DEFAULT_GRAPH_NAME
 from pgtrail.otlp.draft import Draft
@@ -36,7 +33,6 @@ from pgtrail.tables import AGENT, JOURNEY
 
 __all__ = [
     "UNKNOWN_AGENT",
-    "add_evaluations",
     "add_journey",
     "map_agent_span",
     "map_chain_span",
@@ -363,36 +359,6 @@ def map_guardrail_span(draft: Draft) -> None:
         "output": attrs.value("output.value"),
     }
     _agent_record(draft, "guardrail", draft.named_agent(), _typed(Guardrail, values))
-
-
-def add_evaluations(draft: Draft) -> None:
-    """Adds one agent ``evaluation`` record per ``gen_ai.evaluation.result`` event.
-
-    Args:
-        draft: Any span; most have no evaluation events.
-    """
-    for event in span_events(draft.span):
-        if event.name != "gen_ai.evaluation.result":
-            continue
-        attrs = Attrs(event.attributes)
-        score = attrs.first(("gen_ai.evaluation.score.value",), as_number)
-        data = prune(
-            {
-                "name": attrs.name("gen_ai.evaluation.name"),
-                "score": score,
-                "label": attrs.name("gen_ai.evaluation.score.label"),
-                "explanation": attrs.text("gen_ai.evaluation.explanation"),
-                "response_id": attrs.name("gen_ai.response.id"),
-                "attributes": attrs.rest(),
-            }
-        )
-        args: dict[str, Any] = {
-            "agent_type": draft.agent or as_name(draft.attrs.raw.get("gen_ai.agent.name")),
-            "event_type": "evaluation",
-            "data": data,
-        }
-        at = nanos_to_datetime(event.time_unix_nano) or draft.created_at
-        draft.add(AGENT, args, main=False, at=at)
 
 
 def add_journey(draft: Draft) -> None:

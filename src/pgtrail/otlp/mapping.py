@@ -17,8 +17,9 @@ first and older ones too:
 - the Langfuse SDK's ``langfuse.*`` attributes.
 
 Model calls become ``logs_llm_execution`` rows; tools, agent runs, workflows, handoffs,
-retrievals, guardrails and evaluations become ``logs_agent_execution`` rows whose ``data``
-uses the field names of pgtrail's typed agent events; a root span (the user's request) adds
+retrievals and guardrails become ``logs_agent_execution`` rows whose ``data`` uses the field
+names of pgtrail's typed agent events, and evaluations become scores there
+(:mod:`pgtrail.otlp.score_events`); a root span (the user's request) adds
 ``request_received`` and ``request_completed`` / ``request_failed`` to ``logs_user_journey``.
 Every attribute that is not mapped is kept, as given, under ``data["attributes"]`` of the
 span's main record. Odd input (wrong types, negative or oversized numbers, malformed JSON) is
@@ -51,7 +52,6 @@ from pgtrail.config import (
 )
 from pgtrail.otlp.agent_spans import (
     UNKNOWN_AGENT,
-    add_evaluations,
     add_journey,
     map_agent_span,
     map_chain_span,
@@ -73,6 +73,7 @@ from pgtrail.otlp.attributes import (
 from pgtrail.otlp.classify import CLASSIFIER_ATTRIBUTES, Kind, classify, is_message_event
 from pgtrail.otlp.draft import Draft, SpanHandler
 from pgtrail.otlp.model_spans import STREAM_EVENTS, map_model_call
+from pgtrail.otlp.score_events import EVALUATION_EVENT, add_scores
 from pgtrail.otlp.spans import STATUS_ERROR, MappedRecord, MappedSpan, OtlpSpan, ToolCallRef
 from pgtrail.tables import AGENT, JOURNEY
 
@@ -238,7 +239,7 @@ def _map(span: OtlpSpan, options: MappingOptions) -> MappedSpan:
         handler(draft)
     draft.workflow = draft.workflow or draft.attrs.name("langfuse.trace.name")
     _context(draft, options)
-    add_evaluations(draft)
+    add_scores(draft)
     if not span.parent_span_id:
         add_journey(draft)
     identity = _identities(draft, options)
@@ -446,8 +447,8 @@ def _other_events(draft: Draft) -> list[dict[str, Any]]:
     """Span events kept on the main record (exceptions, ...) and not mapped elsewhere."""
     kept = []
     for event in span_events(draft.span):
-        if event.name == "gen_ai.evaluation.result":
-            continue
+        if event.name == EVALUATION_EVENT:
+            continue  # a score of its own (pgtrail.otlp.score_events)
         if draft.kind.role == "llm" and (is_message_event(event) or event.name in STREAM_EVENTS):
             continue  # in the payload, or read as the time to first token
         entry: dict[str, Any] = {"name": event.name}

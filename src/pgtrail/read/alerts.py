@@ -1,6 +1,8 @@
 """Budget and alert rules, and their evaluation against the log tables.
 
-Four kinds of rule, each a pydantic model so a rules file is checked before anything runs:
+Seven kinds of rule, each a pydantic model so a rules file is checked before anything runs;
+four here, and ``user_cost``, ``runaway`` and ``score_avg`` in
+:mod:`pgtrail.read.alert_rules`:
 
 - ``latency_p95``: the 95th percentile of model-call latency over a window is above a number
   of seconds (overall, per model or per agent);
@@ -20,7 +22,6 @@ import datetime as dt
 import json
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,45 +29,32 @@ from typing import Annotated, Any, Literal
 import psycopg
 import pydantic
 from psycopg import sql
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from pgtrail import db
 from pgtrail.config import Settings
-from pgtrail.durations import parse_duration
 from pgtrail.errors import ConfigurationError, EvaluationError, PgtrailError
+from pgtrail.read import alert_rules
+from pgtrail.read.alert_rules import RunawayRule, ScoreAvgRule, UserCostRule
+from pgtrail.read.breaches import Breach, RuleBase, describe_window
 from pgtrail.read.reports import read_only_transaction
 from pgtrail.statements import STATEMENTS
 
-RULE_KINDS = ("latency_p95", "error_rate", "daily_cost", "canary")
+RULE_KINDS = (
+    "latency_p95",
+    "error_rate",
+    "daily_cost",
+    "canary",
+    "user_cost",
+    "runaway",
+    "score_avg",
+)
 
 
 # -- the rules --------------------------------------------------------------------------------
 
 
-def _window(value: Any) -> dt.timedelta:
-    if isinstance(value, dt.timedelta):
-        window = value
-    elif isinstance(value, str):
-        window = parse_duration(value)
-    else:
-        raise ValueError("give a duration such as '10m', '1h' or '1d'")
-    if window <= dt.timedelta(0):
-        raise ValueError("the window must be longer than zero")
-    return window
-
-
-class _Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(default="", max_length=200)
-
-    @field_validator("window", mode="before", check_fields=False)
-    @classmethod
-    def _parse_window(cls, value: Any) -> dt.timedelta | None:
-        return None if value is None else _window(value)
-
-
-class LatencyP95Rule(_Rule):
+class LatencyP95Rule(RuleBase):
     """p95 latency of model calls above ``threshold_s`` over the last ``window``."""
 
     kind: Literal["latency_p95"]
@@ -76,7 +64,7 @@ class LatencyP95Rule(_Rule):
     min_calls: int = Field(default=1, ge=1)
 
 
-class ErrorRateRule(_Rule):
+class ErrorRateRule(RuleBase):
     """Failed model calls above ``threshold_pct`` percent per feature or model."""
 
     kind: Literal["error_rate"]
@@ -86,7 +74,7 @@ class ErrorRateRule(_Rule):
     min_calls: int = Field(default=20, ge=1)
 
 
-class DailyCostRule(_Rule):
+class DailyCostRule(RuleBase):
     """A tenant's model spend today (UTC), or over ``window``, above its budget in USD."""
 
     kind: Literal["daily_cost"]
@@ -105,7 +93,7 @@ class DailyCostRule(_Rule):
         return self.budgets.get(tenant, self.default_budget_usd)
 
 
-class CanaryRule(_Rule):
+class CanaryRule(RuleBase):
     """No execution of ``workflow`` started in the last ``window``."""
 
     kind: Literal["canary"]
@@ -115,7 +103,14 @@ class CanaryRule(_Rule):
 
 
 Rule = Annotated[
-    LatencyP95Rule | ErrorRateRule | DailyCostRule | CanaryRule, Field(discriminator="kind")
+    LatencyP95Rule
+    | ErrorRateRule
+    | DailyCostRule
+    | CanaryRule
+    | UserCostRule
+    | RunawayRule
+    | ScoreAvgRule,
+    Field(discriminator="kind"),
 ]
 _RULE = pydantic.TypeAdapter(Rule)
 
@@ -184,72 +179,6 @@ def load_rules(path: Path) -> list[Rule]:
 
 
 # -- evaluation -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Breach:
-    """One rule broken for one subject, with the figures that break it."""
-
-    rule: str
-    kind: str
-    subject: dict[str, str]
-    observed: float
-    threshold: float
-    unit: str
-    window: str
-    window_start: dt.datetime
-    window_end: dt.datetime
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def message(self) -> str:
-        """One line for a person."""
-        who = " ".join(f"{k}={v}" for k, v in self.subject.items()) or "all calls"
-        if self.kind == "latency_p95":
-            figures = (
-                f"p95 latency {self.observed:.3f} s > {self.threshold:g} s "
-                f"over the last {self.window} ({self.detail['calls']} calls)"
-            )
-        elif self.kind == "error_rate":
-            figures = (
-                f"error rate {self.observed:.2f}% > {self.threshold:g}% over the last "
-                f"{self.window} ({self.detail['errors']} of {self.detail['calls']} calls failed)"
-            )
-        elif self.kind == "daily_cost":
-            figures = (
-                f"cost ${self.observed:.4f} > budget ${self.threshold:.4f} {self.window} "
-                f"({self.detail['calls']} calls)"
-            )
-        else:
-            figures = f"no execution in the last {self.window}"
-            if self.detail.get("require_success"):
-                figures = f"no successful execution in the last {self.window}"
-        return f"{self.rule} [{self.kind}] {who}: {figures}"
-
-    def as_json(self) -> dict[str, Any]:
-        """The breach as plain JSON values."""
-        return {
-            "rule": self.rule,
-            "kind": self.kind,
-            "subject": self.subject,
-            "observed": self.observed,
-            "threshold": self.threshold,
-            "unit": self.unit,
-            "window": self.window,
-            "window_start": self.window_start.isoformat(),
-            "window_end": self.window_end.isoformat(),
-            "detail": self.detail,
-            "message": self.message,
-        }
-
-
-def describe_window(window: dt.timedelta) -> str:
-    """``0:10:00`` -> ``10m``; ``1 day, 1:00:00`` -> ``25h``."""
-    seconds = int(window.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 _LATENCY_SUBJECT = {"model": sql.SQL("model_target"), "agent": sql.SQL("agent_type")}
@@ -408,6 +337,8 @@ _EVALUATORS: dict[str, Any] = {
     "error_rate": _error_rate,
     "daily_cost": _daily_cost,
     "canary": _canary,
+    "user_cost": alert_rules.user_cost,
+    "score_avg": alert_rules.score_avg,
 }
 
 
@@ -420,19 +351,32 @@ def evaluate(
 ) -> list[Breach]:
     """Evaluates every rule in one read-only snapshot; returns the breaches found.
 
+    Args:
+        settings: Where the tables are; for ``runaway`` rules, where Redis is too.
+        rules: The rules, validated (:func:`parse_rules`, :func:`load_rules`).
+        now: The time to evaluate at (aware); by default now.
+        timeout_ms: The statement timeout; by default ``statement_timeout_ms``.
+
     Raises:
-        ConfigurationError: the DSN is malformed.
-        EvaluationError: PostgreSQL is unreachable, a statement timed out or failed.
+        ConfigurationError: the DSN is malformed, or a ``runaway`` rule has no Redis.
+        EvaluationError: PostgreSQL or Redis is unreachable, a statement timed out or failed.
     """
     at = now or dt.datetime.now(dt.UTC)
     if at.tzinfo is None:
         raise ConfigurationError("the evaluation time must carry a time zone")
     limit = timeout_ms or settings.statement_timeout_ms
+    if settings.redis_url is None:
+        for rule in rules:
+            if isinstance(rule, RunawayRule):
+                raise ConfigurationError(alert_rules.no_redis(rule))
     breaches: list[Breach] = []
     try:
         with db.connect(settings) as conn, read_only_transaction(conn, limit):
             for rule in rules:
-                breaches.extend(_EVALUATORS[rule.kind](conn, rule, at))
+                if isinstance(rule, RunawayRule):  # the one kind that reads Redis too
+                    breaches.extend(alert_rules.runaway(conn, settings, rule, at))
+                else:
+                    breaches.extend(_EVALUATORS[rule.kind](conn, rule, at))
     except ConfigurationError:
         raise
     except PgtrailError as exc:

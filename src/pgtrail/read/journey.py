@@ -1,7 +1,9 @@
-"""One user's journey: their executions, journey events and handoffs, by day and session.
+"""One user's journey: their executions, journey events, handoffs and scores, by day and
+session.
 
 Executions are found by user and time window (``logs_execution``), journey events likewise
-(``logs_user_journey``); LLM totals and handoffs are looked up by execution id. An event
+(``logs_user_journey``); LLM totals, handoffs and scores (given however late) are looked up
+by execution id. An event
 whose execution has no row yet (still running) is shown under that execution, marked open.
 Everything is read in one read-only transaction with a statement timeout, scoped to a
 tenant when one is given, with every value bound by the driver.
@@ -50,7 +52,16 @@ class JourneyExecution:
     @property
     def handoffs(self) -> list[TracedAgentEvent]:
         """The agent handoffs made during this execution."""
-        return [e for e in self.events if isinstance(e, TracedAgentEvent)]
+        return [
+            e for e in self.events if isinstance(e, TracedAgentEvent) and e.event_type != "score"
+        ]
+
+    @property
+    def scores(self) -> list[TracedAgentEvent]:
+        """The scores and feedback given on this execution, during it or later."""
+        return [
+            e for e in self.events if isinstance(e, TracedAgentEvent) and e.event_type == "score"
+        ]
 
 
 @dataclass
@@ -219,6 +230,10 @@ def load_journey(
                     session.query(STATEMENTS["journey_handoffs"], {"ids": ids}).dicts()
                     if ids
                     else []
+                )
+                # Scores are agent events of their own type; shown beside the handoffs.
+                handoffs += (
+                    session.query(STATEMENTS["journey_scores"], {"ids": ids}).dicts() if ids else []
                 )
         except psycopg.Error as exc:
             raise reports.query_failure(f"journey of user {user_id}", exc, limit) from exc

@@ -100,9 +100,12 @@ ORDER BY created_at, event_id;
 
 -- name: journey_executions_by_id
 -- Executions by id, for journey events whose execution started outside the window.
+-- `IN (SELECT unnest(ids))`, here and below: read through the sandbox, the ids arrive as an
+-- array built from its jsonb parameter, and `= ANY` of that scanned every partition (2.3 s
+-- against 25 ms at 200,000 calls).
 SELECT execution_id, created_at, workflow, status, error, session_id, duration_ms
 FROM logs_execution
-WHERE execution_id = ANY(%(ids)s) AND event_type <> 'execution_joined';
+WHERE execution_id IN (SELECT unnest(%(ids)s::uuid[])) AND event_type <> 'execution_joined';
 
 -- name: journey_events
 -- A user's journey events in a time window.
@@ -119,14 +122,21 @@ SELECT execution_id,
        count(*) FILTER (WHERE total_cost IS NULL)                  AS unpriced,
        coalesce(sum(total_cost), 0)                                AS cost
 FROM logs_llm_execution
-WHERE execution_id = ANY(%(ids)s)
+WHERE execution_id IN (SELECT unnest(%(ids)s::uuid[]))
 GROUP BY execution_id;
 
 -- name: journey_handoffs
 -- The agent handoffs of the given executions.
 SELECT created_at, execution_id, span_id, event_type, agent_type, particular_data
 FROM logs_agent_execution
-WHERE execution_id = ANY(%(ids)s) AND event_type = 'handoff'
+WHERE execution_id IN (SELECT unnest(%(ids)s::uuid[])) AND event_type = 'handoff'
+ORDER BY created_at, event_id;
+
+-- name: journey_scores
+-- The scores and feedback of the given executions, however late they were given.
+SELECT created_at, execution_id, span_id, event_type, agent_type, particular_data
+FROM logs_agent_execution
+WHERE execution_id IN (SELECT unnest(%(ids)s::uuid[])) AND event_type = 'score'
 ORDER BY created_at, event_id;
 
 -- name: alerts_daily_cost
@@ -149,3 +159,76 @@ WHERE workflow = %(workflow)s
   AND created_at <= %(until)s
   AND (NOT %(require_success)s OR status = 'success')
   AND event_type <> 'execution_joined';
+
+-- name: alerts_user_cost
+-- Model spend and calls per tenant and user in a window, for the users above the smallest
+-- budget of the rule (user_cost rules).
+SELECT tenant_id,
+       user_id,
+       coalesce(sum(total_cost), 0) AS cost,
+       count(*) AS calls
+FROM logs_llm_execution
+WHERE created_at > %(since)s
+  AND created_at <= %(until)s
+  AND user_id IS NOT NULL
+GROUP BY tenant_id, user_id
+HAVING coalesce(sum(total_cost), 0) > %(floor)s
+ORDER BY cost DESC, tenant_id, user_id;
+
+-- name: alerts_execution_cost
+-- The cost and number of the model calls written so far by the given executions (runaway
+-- rules).
+SELECT execution_id,
+       coalesce(sum(total_cost), 0) AS cost,
+       count(*) AS calls
+FROM logs_llm_execution
+WHERE execution_id IN (SELECT unnest(%(ids)s::uuid[]))
+  AND created_at >= %(since)s
+GROUP BY execution_id;
+
+-- name: alerts_finished_executions
+-- Which of the given executions have their finished row already (runaway rules).
+SELECT execution_id
+FROM logs_execution
+WHERE execution_id IN (SELECT unnest(%(ids)s::uuid[]))
+  AND created_at >= %(since)s
+  AND event_type = 'execution_finalized';
+
+-- name: alerts_score_avg
+-- Count and mean of one named numeric score in a window, overall, per agent or per prompt
+-- version (score_avg rules). The agent is the score's own, else that of the scored
+-- execution's model call (in the scored process first, else its latest); the prompt
+-- version is that call's.
+WITH scored AS (
+    SELECT s.execution_id,
+           s.span_id,
+           s.created_at,
+           s.agent_type,
+           (s.particular_data ->> 'score')::float8 AS score
+    FROM logs_agent_execution AS s
+    WHERE s.event_type = 'score'
+      AND s.created_at > %(since)s
+      AND s.created_at <= %(until)s
+      AND s.particular_data ->> 'name' = %(score)s
+      AND jsonb_typeof(s.particular_data -> 'score') = 'number'
+      AND (%(source)s::text IS NULL OR s.particular_data ->> 'source' = %(source)s::text)
+)
+SELECT CASE %(by)s::text
+           WHEN 'agent' THEN coalesce(s.agent_type, call.agent_type)
+           WHEN 'prompt_version' THEN call.prompt_version
+       END AS subject,
+       count(*) AS scores,
+       avg(s.score) AS mean
+FROM scored AS s
+LEFT JOIN LATERAL (
+    SELECT l.agent_type, l.prompt_version
+    FROM logs_llm_execution AS l
+    WHERE %(by)s::text IS NOT NULL
+      AND l.execution_id = s.execution_id
+      AND l.created_at <= s.created_at
+    ORDER BY (l.span_id IS NOT DISTINCT FROM s.span_id) DESC, l.created_at DESC
+    LIMIT 1
+) AS call ON true
+GROUP BY 1
+HAVING count(*) >= %(min_count)s
+ORDER BY 1 NULLS FIRST;
