@@ -43,3 +43,13 @@ need_binaries() {
   fi
   return $missing
 }
+
+need_chromium() {
+  # The web UI's browser tests drive Debian's Chromium (Playwright cannot download one here).
+  command -v chromium >/dev/null 2>&1 && return 0
+  echo "==> installing chromium for the web UI's browser tests"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]+"${sudo[@]}"}" apt-get update -qq
+  "${sudo[@]+"${sudo[@]}"}" apt-get install -y -qq chromium
+}

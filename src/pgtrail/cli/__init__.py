@@ -12,7 +12,9 @@ from pgtrail.cli import (  # noqa: F401  (each module registers its commands on 
     partitions_cmd,
     report_cmds,
     retention_cmd,
+    rollup_cmd,
     tenant_cmd,
+    ui_cmd,
     writer_cmds,
 )
 from pgtrail.cli.app import app, main

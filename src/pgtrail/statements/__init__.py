@@ -15,9 +15,10 @@ identifiers (partition and role names, column lists) or from user SQL, stay in P
 The files are: ``ops.sql`` (migrations, partitions, retention, tenants), ``read.sql`` (the
 read sandbox, traces, journeys, alert rules), ``writer.sql`` (the batch writer and its
 price table), ``cli.sql`` (``pgtrail doctor``), ``client.sql`` (a late join's look-up of a
-finished execution), ``otlp.sql`` (the OTLP receiver's span journal) and ``demo.sql``
-(the demo loader). Names are unique across the files and start with the module that runs
-them.
+finished execution), ``otlp.sql`` (the OTLP receiver's span journal), ``webhooks.sql``
+(the notices of ``pgtrail check --webhook``), ``ui.sql`` (the pages of ``pgtrail ui``)
+and ``demo.sql`` (the demo loader). Names are unique across the files and start with the
+module that runs them.
 """
 
 from __future__ import annotations
