@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pgtrail.cli.app import app, console, fail, settings_of
 from pgtrail.durations import parse_duration
-from pgtrail.trail import Trail
 from pgtrail.writer.spool import DAMAGED, Spool
+
+if TYPE_CHECKING:  # the writer, its pool and Redis: loaded by the commands that use them
+    from pgtrail.trail import Trail
 
 spool_app = typer.Typer(help="The on-disk spool of batches that could not reach PostgreSQL.")
 app.add_typer(spool_app, name="spool")
@@ -34,6 +36,8 @@ def sweep_command(
         idle_s = parse_duration(idle).total_seconds()
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--idle") from exc
+    from pgtrail.trail import Trail
+
     with Trail(settings, sync=True) as trail:
         swept = trail.sweep(idle_s)
         traces = _finalise_idle_traces(trail, idle_s)
@@ -75,6 +79,8 @@ def replay_command(
     if not files:
         console.print(f"spool {settings.spool_dir} is empty")
         return
+    from pgtrail.trail import Trail
+
     with Trail(settings, sync=True) as trail:
         replayed = trail.replay_spool()
         stats = trail.stats
