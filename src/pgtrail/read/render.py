@@ -801,10 +801,13 @@ def _session_label(session: Session) -> Text:
 
 def journey_timeline(journey: Journey, *, max_executions: int | None = None) -> Tree:
     """The journey as a rich tree: days, sessions in each day, executions in each session
-    (workflow, status, duration, cost, LLM calls) with their journey events and handoffs.
+    (workflow, status, duration, cost, LLM calls) with their journey events, handoffs and
+    scores (given however late).
 
-    With ``max_executions``, the timeline stops after that many executions and says how many
-    more there are.
+    Args:
+        journey: The user's journey, as :func:`~pgtrail.read.journey.load_journey` reads it.
+        max_executions: With a number, the timeline stops after that many executions and
+            says how many more there are.
     """
     executions = journey.executions
     stored = (
