@@ -4,6 +4,7 @@ database, hostile text escaped, and a tenant-bound UI that shows one tenant only
 from __future__ import annotations
 
 import csv
+import html
 import io
 import os
 import subprocess
@@ -20,6 +21,8 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+import pgtrail
+from pgtrail import Trail
 from pgtrail.cli import app as cli_app
 from pgtrail.config import Settings
 from pgtrail.errors import ConfigurationError
@@ -279,6 +282,10 @@ def test_user_session_and_agent_pages_match_the_database(ui: RunningServer, worl
     unknown = fetch(ui.url, "/agents/coaching.json?field=no,such,field").json()
     assert isinstance(unknown, dict)
     assert {r["value"] for r in unknown["drift"]["rows"]} == {"(missing)"}
+    # Changing the window keeps the charted field: the days form carries it.
+    page = fetch(ui.url, "/agents/coaching?field=no,such,field").body
+    days_form = page.split("<form", 2)[1]
+    assert 'name="field" value="no,such,field"' in days_form
 
 
 def test_unknown_things_answer_404(ui: RunningServer) -> None:
@@ -475,3 +482,45 @@ def test_the_command_serves_the_ui_on_loopback(world: World) -> None:
         process.wait(timeout=20)
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_a_cut_prompt_links_to_its_whole_body_which_a_tenant_bound_ui_keeps_to_its_tenant(
+    world: World,
+) -> None:
+    long_prompt = "You coach runners. " * 1_500  # 28,500 characters: the call's section cuts it
+    with (
+        Trail(world.settings, sync=True) as trail,
+        trail.execution("004 Long prompt", user_id="57", tenant_id="acme") as long_run,
+    ):
+        pgtrail.log_llm_execution(
+            agent_type="coaching", model="claude-sonnet-4-20250514", prompt=long_prompt
+        )
+    prompt_hash = str(
+        one(
+            world.settings,
+            "SELECT prompt_hash FROM logs_llm_execution WHERE execution_id = %s",
+            long_run.execution_id,
+        )
+    )
+    secret_hash = str(
+        one(
+            world.settings,
+            "SELECT prompt_hash FROM logs_llm_execution WHERE execution_id = %s",
+            world.secret,
+        )
+    )
+    with serving(world.settings) as ui:
+        page = fetch(ui.url, f"/executions/{long_run.execution_id}").body
+        assert f'href="/prompts/{prompt_hash}"' in page
+        whole = fetch(ui.url, f"/prompts/{prompt_hash}.json").json()
+        assert isinstance(whole, dict)
+        assert whole["body"] == long_prompt and whole["calls"] == 1
+        assert (
+            html.unescape(fetch(ui.url, f"/prompts/{prompt_hash}").body).count("You coach runners.")
+            == 1_500
+        )
+    with serving(world.settings, tenant="acme") as acme:
+        assert fetch(acme.url, f"/prompts/{prompt_hash}").status == 200
+        refused = fetch(acme.url, f"/prompts/{secret_hash}")
+        assert refused.status == 404 and GLOBEX_SECRET not in refused.body
+        assert fetch(acme.url, "/prompts/" + quote("' OR true --")).status == 404

@@ -226,3 +226,14 @@ SELECT execution_id,
 FROM logs_llm_execution
 WHERE execution_id IN (SELECT unnest(%(ids)s::uuid[]))
 GROUP BY execution_id;
+
+-- name: ui_prompt
+-- One prompt body by its hash, whole, with the model calls that used it.
+SELECT p.prompt_hash, p.body, p.body_chars, u.calls, u.first_used, u.last_used
+FROM pgtrail_prompt AS p
+CROSS JOIN LATERAL (
+    SELECT count(*) AS calls, min(c.created_at) AS first_used, max(c.created_at) AS last_used
+    FROM logs_llm_execution AS c
+    WHERE c.prompt_hash = p.prompt_hash
+) AS u
+WHERE p.prompt_hash = %(hash)s::text;

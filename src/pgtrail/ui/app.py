@@ -61,6 +61,7 @@ ROUTES = (
     Route((), overview.overview, "overview"),
     Route(("executions",), executions.execution_list, "executions"),
     Route(("executions", None), executions.execution, "execution"),
+    Route(("prompts", None), executions.prompt, "prompt"),
     Route(("users", None), people.user, "user"),
     Route(("sessions", None), people.session, "session"),
     Route(("agents", None), agents.agent, "agent"),

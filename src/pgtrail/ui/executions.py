@@ -8,6 +8,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from pgtrail.errors import NotFoundError
 from pgtrail.read.trace import load_trace, parse_execution_id
 from pgtrail.read.trace_view import TraceLimits, view_dict, view_trace
 from pgtrail.ui import waterfall
@@ -123,3 +124,22 @@ def execution(ctx: Context, path: tuple[str, ...]) -> Page:
     current = {k: ctx.param(k) for k in ("process", "depth", "breadth", "events", "lines")}
     values = {"trace": trace, "view": view, "waterfall": rows, "current": current}
     return Page("execution.html", f"Execution {execution_id}", values, data)
+
+
+def prompt(ctx: Context, path: tuple[str, ...]) -> Page:
+    """One prompt body, whole: what a model call's section cuts at ``BODY_CHARS``.
+
+    Args:
+        ctx: the request's context.
+        path: the prompt's hash.
+
+    Raises:
+        NotFoundError: no prompt with this hash is stored where this UI may read.
+    """
+    prompt_hash = path[0]
+    with ctx.reader.session(f"prompt {prompt_hash}") as s:
+        found = s.rows("ui_prompt", {"hash": prompt_hash})
+    if not found:
+        raise NotFoundError(f"no prompt {prompt_hash!r} is stored")
+    row = found[0]
+    return Page("prompt.html", f"Prompt {prompt_hash}", {"prompt": row}, row)
